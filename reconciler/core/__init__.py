@@ -1,0 +1,1 @@
+"""The functional core: pure, synchronous, deterministic; no I/O imports."""

@@ -1,0 +1,105 @@
+"""Frozen value types shared by the functional core and the imperative shell."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+JsonObject = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a session was declared: the file and the JSON pointer of its entry."""
+
+    file: str
+    pointer: str
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """A one-shot message spoken into a running session (UpdateVoiceChat ExternalTextToSpeech)."""
+
+    id: str
+    message: str
+    interrupt_mode: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredSession:
+    """One session as declared, after `defaults` were merged; secret references unresolved."""
+
+    name: str
+    provider: str
+    identity: str
+    spec: JsonObject
+    labels: Mapping[str, str] = field(default_factory=dict)
+    protect: bool = False
+    announcements: tuple[Announcement, ...] = ()
+    passthrough: tuple[str, ...] = ()
+    source: Location = Location("", "")
+
+
+class Status(StrEnum):
+    RUNNING = "running"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What the state store knows about one session believed to be running.
+
+    `spec_json` is the redacted effective spec as canonical JSON: sensitive leaves are replaced by
+    markers (see normalize.py), so the record never holds a secret. It stays text until a diff
+    needs it, which keeps a no-change plan over thousands of records cheap.
+    """
+
+    name: str
+    provider: str
+    identity: str
+    fingerprint: str
+    spec_json: str
+    status: Status = Status.RUNNING
+    provider_ids: Mapping[str, str] = field(default_factory=dict)
+    announcements_delivered: tuple[str, ...] = ()
+    protect: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    created_at: str = ""
+    updated_at: str = ""
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateMeta:
+    """The identity of a state's history (lineage), its version (serial) and its hashing key."""
+
+    lineage: str
+    serial: int
+    fingerprint_key: bytes
+
+
+class JournalOp(StrEnum):
+    START = "start"
+    STOP = "stop"
+    UPDATE = "update"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """An intent written before a provider call; `outcome` is None until the call's answer is known.
+
+    `payload_json` holds what is needed to finish the intent after a crash without the secret
+    values: for a start, the redacted spec and record fields; for an update, the announcement.
+    """
+
+    id: int
+    name: str
+    op: JournalOp
+    provider: str
+    identity: str
+    payload_json: str
+    started_at: str
+    outcome: str | None = None
+    finished_at: str | None = None

@@ -1,0 +1,114 @@
+"""One exception tree for the whole program.
+
+    ReconcilerError                 anything the CLI turns into a clean message and an exit code
+    ├── InputError                  a desired-state file is unusable (exit 1, nothing done)
+    │   └── ValidationFailed        carries every Problem found, not just the first
+    ├── SecretError                 a ${env:..} / ${file:..} reference cannot be resolved
+    ├── SettingsError               configuration (credentials, endpoint, state URL) is unusable
+    ├── StateError                  the state store is unreadable or of an unknown version
+    │   └── LockHeld                another writer holds the lock; names the holder
+    ├── PlanRefused                 a guard tripped or a saved plan is stale (exit 1)
+    └── ProviderError               a cloud call failed; `kind` says how to treat it
+            kind = retryable | conflict | not_found | terminal
+
+Core modules raise only InputError/ValidationFailed/PlanRefused; the shell raises the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ReconcilerError(Exception):
+    """Base of every error the CLI reports without a traceback."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the input, located as precisely as the format allows."""
+
+    file: str
+    pointer: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        pointer = self.pointer if self.pointer else "/"
+        return f"{where}: {pointer}: {self.message}"
+
+
+class InputError(ReconcilerError):
+    """A desired-state file cannot be used."""
+
+
+class ValidationFailed(InputError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=_problem_order)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _problem_order(problem: Problem) -> tuple[str, int, str, str]:
+    return (problem.file, problem.line or 0, problem.pointer, problem.message)
+
+
+class SecretError(ReconcilerError):
+    """A secret reference could not be resolved; raised before any call is made."""
+
+
+class SettingsError(ReconcilerError):
+    """The configuration is unusable (missing credentials, bad URL...)."""
+
+
+class StateError(ReconcilerError):
+    """The state store cannot be read or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    pid: int
+    host: str
+    command: str
+    since: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} ({self.command}), since {self.since}"
+
+
+class LockHeld(StateError):
+    def __init__(self, holder: LockHolder | None) -> None:
+        self.holder = holder
+        who = holder.describe() if holder else "an unknown holder"
+        super().__init__(f"the state is locked by {who}")
+
+
+class PlanRefused(ReconcilerError):
+    """A guard tripped or a saved plan is stale: nothing is done."""
+
+
+class ErrorKind(StrEnum):
+    RETRYABLE = "retryable"  # 429, throttling, 5xx, transport errors, timeouts
+    CONFLICT = "conflict"  # "already started": the Start we wanted has taken effect
+    NOT_FOUND = "not_found"  # the task is missing or already stopped
+    TERMINAL = "terminal"  # auth, validation: retrying cannot help
+
+
+class ProviderError(ReconcilerError):
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        code: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.kind = kind
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
+        detail = f"{code}: {message}" if code else message
+        if status is not None:
+            detail = f"HTTP {status} {detail}"
+        super().__init__(detail)

@@ -1,0 +1,1 @@
+"""State stores: where the reconciler remembers what it started (SQLite file or PostgreSQL)."""

@@ -1,0 +1,74 @@
+"""The contract every state store keeps (SQLite and PostgreSQL give the same answers).
+
+Every method that changes something is one transaction. The serial is bumped by every change to
+the records (not by journal bookkeeping), so a saved plan can tell whether the records it was
+made against have moved on.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta
+from reconciler.errors import LockHolder
+
+
+@dataclass(frozen=True, slots=True)
+class RecordChange:
+    """What finishing an intent does to the records, applied in the same transaction."""
+
+    put: SessionRecord | None = None
+    delete: str | None = None
+
+
+class StateStore(Protocol):
+    def meta(self) -> StateMeta:
+        """Lineage, serial and fingerprint key; created on first use."""
+        ...
+
+    def list_records(self) -> list[SessionRecord]:
+        """Every record, ordered by name."""
+        ...
+
+    def get_record(self, name: str) -> SessionRecord | None: ...
+
+    def put_record(self, record: SessionRecord) -> None:
+        """Insert or replace one record and bump the serial."""
+        ...
+
+    def delete_record(self, name: str) -> bool:
+        """Remove one record (bumping the serial); False when there was none."""
+        ...
+
+    def begin_intent(
+        self, name: str, op: JournalOp, provider: str, identity: str, payload_json: str
+    ) -> int:
+        """Write an intent before a provider call; returns its journal id."""
+        ...
+
+    def finish_intent(self, entry_id: int, outcome: str, change: RecordChange | None) -> None:
+        """Record the outcome of an intent and its effect on the records, atomically."""
+        ...
+
+    def pending_intents(self) -> list[JournalEntry]:
+        """Intents whose outcome is unknown (the process died during the call), oldest first."""
+        ...
+
+    def recent_journal(self, limit: int) -> list[JournalEntry]:
+        """The newest journal entries, newest first."""
+        ...
+
+    def lock(self, command: str) -> AbstractContextManager[None]:
+        """Hold the writer lock; raise LockHeld naming the holder when another process has it.
+
+        The lock must be released by the OS or the server when its holder dies.
+        """
+        ...
+
+    def lock_holder(self) -> LockHolder | None:
+        """Who holds the writer lock now, if anyone."""
+        ...
+
+    def close(self) -> None: ...
