@@ -1,0 +1,427 @@
+"""Runs a plan against the providers and keeps the journal.
+
+Crash safety: before each provider call an intent is written to the journal; after the answer,
+the outcome and its effect on the records are written in one transaction. A process killed at
+any instant leaves at most one intent per session without an outcome, and `recover` finishes
+those first on the next run:
+    start   re-sent when the session is still declared with the same config ("already started"
+            then means our earlier Start took effect); otherwise the task is stopped
+    stop    re-sent; "not found" means it is stopped
+    update  an announcement whose answer was lost is recorded as delivered: announcements are
+            delivered at most once
+A record is removed only once its Stop is confirmed.
+
+Order: every stop (deletes and the first half of restarts) before any start, so a task moved
+from one session to another never meets itself; a session's calls run one after another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from reconciler.core.model import (
+    Announcement,
+    DesiredSession,
+    JournalEntry,
+    JournalOp,
+    SessionRecord,
+)
+from reconciler.core.normalize import SensitivePaths, fingerprint, redact
+from reconciler.core.outcome import started_record, updated_record, with_error
+from reconciler.core.plan import Action, ActionKind, Plan
+from reconciler.core.providers import RULES
+from reconciler.core.secrets import substitute
+from reconciler.errors import ErrorKind, ProviderError
+from reconciler.providers.base import AUTH_ERROR_CODES, SessionProvider
+from reconciler.retrying import RetryPolicy, Sleep, TokenBucket, call_with_retries
+from reconciler.state.base import RecordChange, StateStore
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not attempted: the apply was aborted first
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResult:
+    name: str
+    kind: str
+    outcome: Outcome
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class ApplyReport:
+    results: list[SessionResult] = field(default_factory=list)
+    aborted: str | None = None
+
+    @property
+    def succeeded(self) -> list[SessionResult]:
+        return [r for r in self.results if r.outcome is Outcome.OK]
+
+    @property
+    def failed(self) -> list[SessionResult]:
+        return [r for r in self.results if r.outcome is not Outcome.OK]
+
+    @property
+    def exit_code(self) -> int:
+        """0 converged; 1 nothing was done; 3 partially applied (DESIGN.md)."""
+        if not self.failed:
+            return 0
+        return 3 if self.succeeded else 1
+
+
+def _is_throttle(error: BaseException) -> bool:
+    """Throttling happens at the gateway, before the call takes effect: safe to retry anything."""
+    return (
+        isinstance(error, ProviderError)
+        and error.kind is ErrorKind.RETRYABLE
+        and (error.status == 429 or error.code.startswith("FlowLimitExceeded"))
+    )
+
+
+@dataclass
+class Applier:
+    store: StateStore
+    providers: Mapping[str, SessionProvider]
+    secrets: Mapping[str, str]
+    sensitive: Mapping[str, SensitivePaths]
+    now: Callable[[], str]
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    buckets: Mapping[str, TokenBucket] = field(default_factory=dict)
+    parallelism: int = 16
+    sleep: Sleep = asyncio.sleep
+    adopt_running: bool = False
+    on_result: Callable[[SessionResult], None] = lambda result: None
+    _abort: str | None = None
+    _slots: asyncio.Semaphore | None = None
+    _key: bytes | None = None
+
+    # -- recovery -------------------------------------------------------------------------
+
+    async def recover(self, desired: Sequence[DesiredSession]) -> ApplyReport:
+        """Finish the intents a killed run left without an outcome."""
+        by_name = {session.name: session for session in desired}
+        report = ApplyReport()
+        pending = self.store.pending_intents()
+        results = await asyncio.gather(
+            *(self._recover_one(entry, by_name.get(entry.name)) for entry in pending)
+        )
+        report.results.extend(results)
+        report.aborted = self._abort
+        return report
+
+    async def _recover_one(
+        self, entry: JournalEntry, session: DesiredSession | None
+    ) -> SessionResult:
+        payload = json.loads(entry.payload_json)
+        ids: dict[str, str] = payload["provider_ids"]
+        kind = f"recover {entry.op.value}"
+        try:
+            if entry.op is JournalOp.START:
+                if session is not None and self._same_start(session, entry, payload):
+                    await self._start_call(entry.provider, session, begun=True)
+                    started = self._started(session, self.store.get_record(session.name))
+                    self.store.finish_intent(
+                        entry.id, "started (recovered)", RecordChange(put=started)
+                    )
+                    return self._done(SessionResult(entry.name, kind, Outcome.OK, "started"))
+                # No longer wanted as it was: make sure the task we may have started is gone.
+                await self._stop_call(entry.provider, ids)
+                self.store.finish_intent(
+                    entry.id, "stopped (recovered: no longer declared so)", None
+                )
+                return self._done(
+                    SessionResult(entry.name, kind, Outcome.OK, "abandoned start undone")
+                )
+            if entry.op is JournalOp.STOP:
+                await self._stop_call(entry.provider, ids)
+                change = self._delete_if_same_task(entry)
+                self.store.finish_intent(entry.id, "stopped (recovered)", change)
+                return self._done(SessionResult(entry.name, kind, Outcome.OK, "stopped"))
+            # An announcement whose answer was lost may have been played: never play it twice.
+            announcement_id = payload["announcement"]["id"]
+            record = self.store.get_record(entry.name)
+            change = None
+            if record is not None and record.identity == entry.identity:
+                change = RecordChange(
+                    put=updated_record(
+                        record,
+                        _as_desired(record),
+                        [announcement_id],
+                        self.now(),
+                        f"announcement {announcement_id}: delivery unconfirmed (run was killed)",
+                    )
+                )
+            self.store.finish_intent(entry.id, "delivery unconfirmed (recovered)", change)
+            return self._done(
+                SessionResult(entry.name, kind, Outcome.OK, f"{announcement_id} unconfirmed")
+            )
+        except ProviderError as error:
+            return self._done(SessionResult(entry.name, kind, Outcome.FAILED, str(error)))
+
+    def _same_start(self, session: DesiredSession, entry: JournalEntry, payload: Any) -> bool:
+        return (
+            session.provider == entry.provider
+            and session.identity == entry.identity
+            and self._fingerprint(session) == payload.get("fingerprint")
+        )
+
+    def _delete_if_same_task(self, entry: JournalEntry) -> RecordChange | None:
+        record = self.store.get_record(entry.name)
+        if record is not None and record.identity == entry.identity:
+            return RecordChange(delete=entry.name)
+        return None
+
+    # -- execution ------------------------------------------------------------------------
+
+    async def execute(self, plan: Plan) -> ApplyReport:
+        report = ApplyReport()
+        changes = plan.changes
+        stopped = await asyncio.gather(*(self._stop_action(a) for a in changes if a.stops))
+        failed_stops = {result.name for result in stopped if result.outcome is not Outcome.OK}
+        # A restart whose stop succeeded is reported once, by its start.
+        report.results.extend(
+            r for r in stopped if r.kind == ActionKind.DELETE or r.outcome is not Outcome.OK
+        )
+        forward = [
+            action
+            for action in changes
+            if action.kind in (ActionKind.CREATE, ActionKind.UPDATE)
+            or (action.kind is ActionKind.REPLACE and action.name not in failed_stops)
+        ]
+        report.results.extend(await asyncio.gather(*(self._forward_action(a) for a in forward)))
+        report.results.sort(key=lambda result: result.name)
+        report.aborted = self._abort
+        return report
+
+    async def _stop_action(self, action: Action) -> SessionResult:
+        record = action.recorded
+        assert record is not None
+        kind = action.kind.value
+        if self._abort:
+            return self._done(SessionResult(action.name, kind, Outcome.SKIPPED, self._abort))
+        entry = self.store.begin_intent(
+            record.name,
+            JournalOp.STOP,
+            record.provider,
+            record.identity,
+            json.dumps({"provider_ids": dict(record.provider_ids), "reason": action.reason}),
+        )
+        try:
+            already = await self._stop_call(record.provider, record.provider_ids)
+        except ProviderError as error:
+            failed = RecordChange(put=with_error(record, f"stop failed: {error}", self.now()))
+            self.store.finish_intent(entry, f"failed: {error}", failed)
+            return self._done(
+                SessionResult(action.name, kind, Outcome.FAILED, f"stop failed: {error}")
+            )
+        outcome = "already stopped" if already else "stopped"
+        self.store.finish_intent(entry, outcome, RecordChange(delete=record.name))
+        result = SessionResult(action.name, kind, Outcome.OK, outcome)
+        return self._done(result) if action.kind is ActionKind.DELETE else result
+
+    async def _forward_action(self, action: Action) -> SessionResult:
+        kind = action.kind.value
+        if self._abort:
+            return self._done(SessionResult(action.name, kind, Outcome.SKIPPED, self._abort))
+        if action.kind is ActionKind.UPDATE:
+            return self._done(await self._update(action))
+        session = action.desired
+        assert session is not None
+        previous = action.recorded  # a restart keeps the announcements already delivered
+        entry = self.store.begin_intent(
+            session.name,
+            JournalOp.START,
+            session.provider,
+            session.identity,
+            json.dumps(
+                {
+                    "provider_ids": RULES[session.provider].identity_ids(session.spec),
+                    "fingerprint": self._fingerprint(session),
+                }
+            ),
+        )
+        try:
+            adopted = await self._start_call(session.provider, session, begun=self.adopt_running)
+        except ProviderError as error:
+            self.store.finish_intent(entry, f"failed: {error}", None)
+            detail = f"start failed: {error}"
+            if error.kind is ErrorKind.CONFLICT:
+                detail += (
+                    " (a task with this AppId/RoomId/TaskId is running but not recorded here: "
+                    "stop it, or apply with --adopt-running to take it over as it is)"
+                )
+            return self._done(SessionResult(action.name, kind, Outcome.FAILED, detail))
+        record = self._started(session, previous)
+        outcome = "already started" if adopted else "started"
+        self.store.finish_intent(entry, outcome, RecordChange(put=record))
+        detail = "restarted" if action.kind is ActionKind.REPLACE else "started"
+        return self._done(SessionResult(action.name, kind, Outcome.OK, detail))
+
+    async def _update(self, action: Action) -> SessionResult:
+        session, record = action.desired, action.recorded
+        assert session is not None and record is not None
+        if action.record_only:
+            self.store.put_record(updated_record(record, session, (), self.now()))
+            return SessionResult(action.name, "update", Outcome.OK, "record updated")
+        delivered: list[str] = []
+        for announcement in action.announcements:
+            failure = await self._announce(record, session, announcement, delivered)
+            if failure is not None:
+                return failure
+            record = self.store.get_record(action.name) or record
+        return SessionResult(action.name, "update", Outcome.OK, "announced " + ", ".join(delivered))
+
+    async def _announce(
+        self,
+        record: SessionRecord,
+        session: DesiredSession,
+        announcement: Announcement,
+        delivered: list[str],
+    ) -> SessionResult | None:
+        entry = self.store.begin_intent(
+            record.name,
+            JournalOp.UPDATE,
+            record.provider,
+            record.identity,
+            json.dumps(
+                {
+                    "provider_ids": dict(record.provider_ids),
+                    "announcement": {"id": announcement.id},
+                }
+            ),
+        )
+        provider = self.providers[record.provider]
+        try:
+            await self._call(
+                record.provider,
+                lambda: provider.announce(record.provider_ids, announcement),
+                retry_on=_is_throttle,
+            )
+        except ProviderError as error:
+            if error.kind is ErrorKind.NOT_FOUND:
+                # The task ended by itself (IdleTimeout, a user leaving): it is not running, so
+                # the record goes and the next apply starts it again.
+                self.store.finish_intent(
+                    entry, f"not found: {error}", RecordChange(delete=record.name)
+                )
+                return SessionResult(
+                    record.name,
+                    "update",
+                    Outcome.FAILED,
+                    f"the task had ended by itself ({error}); the next apply starts it again",
+                )
+            if error.kind is ErrorKind.RETRYABLE:
+                # The answer is unknown: it may have been played. At most once.
+                note = f"announcement {announcement.id}: delivery unconfirmed ({error})"
+                updated = updated_record(record, session, [announcement.id], self.now(), note)
+                self.store.finish_intent(entry, f"unconfirmed: {error}", RecordChange(put=updated))
+                return SessionResult(record.name, "update", Outcome.FAILED, note)
+            self.store.finish_intent(entry, f"failed: {error}", None)
+            return SessionResult(
+                record.name, "update", Outcome.FAILED, f"announce {announcement.id} failed: {error}"
+            )
+        updated = updated_record(record, session, [announcement.id], self.now())
+        self.store.finish_intent(entry, "delivered", RecordChange(put=updated))
+        delivered.append(announcement.id)
+        return None
+
+    # -- calls ----------------------------------------------------------------------------
+
+    async def _start_call(
+        self, provider_name: str, session: DesiredSession, *, begun: bool
+    ) -> bool:
+        """Start the session; True when it turned out to be running already (adopted)."""
+        provider = self.providers[provider_name]
+        body = substitute(session.spec, self.secrets)
+        reached = begun  # whether an earlier attempt may have reached the cloud
+
+        async def attempt() -> bool:
+            nonlocal reached
+            try:
+                await provider.start(body)
+            except ProviderError as error:
+                if error.kind is ErrorKind.CONFLICT and reached:
+                    return True  # our own earlier Start took effect; its answer was lost
+                if error.kind is ErrorKind.RETRYABLE:
+                    reached = True
+                raise
+            return False
+
+        adopted: bool = await self._call(provider_name, attempt)
+        return adopted
+
+    async def _stop_call(self, provider_name: str, ids: Mapping[str, str]) -> bool:
+        """Stop the task; True when it was not running (already stopped counts as stopped)."""
+        provider = self.providers[provider_name]
+
+        async def attempt() -> bool:
+            try:
+                await provider.stop(ids)
+            except ProviderError as error:
+                if error.kind is ErrorKind.NOT_FOUND:
+                    return True
+                raise
+            return False
+
+        already: bool = await self._call(provider_name, attempt)
+        return already
+
+    async def _call(
+        self,
+        provider_name: str,
+        call: Callable[[], Awaitable[Any]],
+        retry_on: Callable[[BaseException], bool] | None = None,
+    ) -> Any:
+        if self._abort:
+            raise ProviderError(ErrorKind.TERMINAL, self._abort)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.parallelism)
+        bucket = self.buckets.get(provider_name) or TokenBucket(rate=1_000_000)
+        async with self._slots:
+            try:
+                return await call_with_retries(
+                    call, self.policy, bucket, sleep=self.sleep, retry_on=retry_on
+                )
+            except ProviderError as error:
+                if error.code in AUTH_ERROR_CODES:
+                    self._abort = f"{provider_name} refused the credentials: {error}"
+                raise
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = self.store.meta().fingerprint_key
+        return self._key
+
+    def _fingerprint(self, session: DesiredSession) -> str:
+        paths = self.sensitive.get(session.provider, frozenset())
+        return fingerprint(redact(session.spec, paths, self.key, self.secrets))
+
+    def _started(self, session: DesiredSession, previous: SessionRecord | None) -> SessionRecord:
+        return started_record(session, self.key, self.sensitive, self.secrets, self.now(), previous)
+
+    def _done(self, result: SessionResult) -> SessionResult:
+        self.on_result(result)
+        return result
+
+
+def _as_desired(record: SessionRecord) -> DesiredSession:
+    """The record's own labels and protect, for updates made without the files (recovery)."""
+    return DesiredSession(
+        name=record.name,
+        provider=record.provider,
+        identity=record.identity,
+        spec={},
+        labels=dict(record.labels),
+        protect=record.protect,
+    )

@@ -1,0 +1,135 @@
+"""The read-mostly commands: validate, plan, state, emulator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from reconciler.core.plan import Guards, Plan, make_plan
+from reconciler.core.render import record_document, render_json, render_records, render_text
+from reconciler.errors import ReconcilerError, StateError
+from reconciler.settings import Settings, load_settings
+from reconciler.state.base import StateStore
+from reconciler.state.open import open_state
+from reconciler.workspace import load_desired, schema_set, secrets_for, utc_now
+
+
+def validate(paths: list[str]) -> int:
+    sessions = load_desired(paths)
+    print(f"Valid: {len(sessions)} session(s) declared.")
+    return 0
+
+
+def guards_from(args: argparse.Namespace, settings: Settings) -> Guards:
+    max_stops = args.max_stops if args.max_stops is not None else settings.max_stops
+    return Guards(allow_empty=args.allow_empty, max_stops=max_stops)
+
+
+def plan_from_files(paths: list[str], store: StateStore, guards: Guards, *, strict: bool) -> Plan:
+    """Validate the files and diff them against the records (the same path plan and apply take)."""
+    desired = load_desired(paths)
+    secrets = secrets_for(desired, strict=strict)
+    return make_plan(
+        desired,
+        store.list_records(),
+        store.meta(),
+        schema_set().sensitive,
+        secrets,
+        guards,
+        created_at=utc_now(),
+    )
+
+
+def plan(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    store = open_state(settings.state)
+    try:
+        result = plan_from_files(args.paths, store, guards_from(args, settings), strict=False)
+    finally:
+        store.close()
+    if args.format == "json":
+        sys.stdout.write(render_json(result, schema_set().sensitive))
+    else:
+        sys.stdout.write(render_text(result))
+    if result.violations:
+        return 1
+    if args.detailed_exitcode and result.changes:
+        return 2
+    return 0
+
+
+def state(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    store = open_state(settings.state)
+    try:
+        return _state(args, store)
+    finally:
+        store.close()
+
+
+def _state(args: argparse.Namespace, store: StateStore) -> int:
+    if args.state_command == "list":
+        records = store.list_records()
+        if args.format == "json":
+            listing = [record_document(record) for record in records]
+            sys.stdout.write(json.dumps(listing, indent=2, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(render_records(records))
+        return 0
+    if args.state_command == "show":
+        record = store.get_record(args.name)
+        if record is None:
+            raise StateError(f'no session named "{args.name}" is recorded')
+        document = record_document(record)
+        sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    if args.state_command == "rm":
+        with store.lock(f"state rm {args.name}"):
+            if not store.delete_record(args.name):
+                raise StateError(f'no session named "{args.name}" is recorded')
+        print(
+            f'Forgot "{args.name}". Its task was NOT stopped: it keeps running in the cloud, '
+            "untracked, until it ends by itself or is declared again."
+        )
+        return 0
+    if args.state_command == "unlock":
+        holder = store.lock_holder()
+        unlock = getattr(store, "force_unlock", None)
+        if unlock is None:
+            who = f" (held now by {holder.describe()})" if holder else ""
+            raise ReconcilerError(
+                "this state's lock is released by the operating system when its holder dies, "
+                f"so it cannot be left behind; there is nothing to unlock{who}"
+            )
+        unlock()
+        return 0
+    raise AssertionError(args.state_command)
+
+
+def emulator(args: argparse.Namespace) -> int:
+    from reconciler.emulator.server import run_emulator
+    from reconciler.emulator.volcengine import Faults
+
+    settings = load_settings()
+    run_emulator(
+        port=args.port if args.port is not None else settings.emulator.port,
+        access_key_id=args.access_key_id or settings.emulator.access_key_id,
+        secret_access_key=(
+            args.secret_access_key or settings.emulator.secret_access_key.get_secret_value()
+        ),
+        region=args.region or settings.volcengine.region,
+        api_version=args.api_version or settings.volcengine.api_version,
+        faults=Faults(
+            qps=args.qps or None,
+            latency=args.latency,
+            error_500_rate=args.error_rate / 3,
+            error_502_rate=args.error_rate / 3,
+            error_503_rate=args.error_rate / 3,
+            error_429_rate=args.throttle_rate,
+            lost_response_rate=args.lost_response_rate,
+            late_504_rate=args.late_504_rate,
+            seed=args.seed,
+        ),
+    )
+    return 0

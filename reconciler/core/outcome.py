@@ -1,0 +1,91 @@
+"""What the records become once an action's calls have succeeded. Pure: the apply shell calls
+these with the answers it got, and the property tests call them to check that planning again
+after an apply yields only no-ops."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from reconciler.core.model import DesiredSession, SessionRecord, Status
+from reconciler.core.normalize import SensitivePaths, canonical_json, fingerprint, redact
+from reconciler.core.plan import Action, ActionKind
+from reconciler.core.providers import RULES
+
+
+def started_record(
+    session: DesiredSession,
+    key: bytes,
+    sensitive: Mapping[str, SensitivePaths],
+    secrets: Mapping[str, str],
+    now: str,
+    previous: SessionRecord | None = None,
+) -> SessionRecord:
+    """The record of a session whose Start succeeded.
+
+    Announcements already listed when a session starts are recorded as delivered without being
+    played: a just-started agent greets with its WelcomeMessage, and an old notice replayed into
+    every new conversation is not what an operator means by "announce this once".
+    """
+    redacted = redact(session.spec, sensitive.get(session.provider, frozenset()), key, secrets)
+    delivered = set(previous.announcements_delivered) if previous else set()
+    delivered.update(a.id for a in session.announcements)
+    return SessionRecord(
+        name=session.name,
+        provider=session.provider,
+        identity=session.identity,
+        fingerprint=fingerprint(redacted),
+        spec_json=canonical_json(redacted),
+        status=Status.RUNNING,
+        provider_ids=RULES[session.provider].identity_ids(session.spec),
+        announcements_delivered=tuple(sorted(delivered)),
+        protect=session.protect,
+        labels=dict(session.labels),
+        created_at=now,
+        updated_at=now,
+        last_error=None,
+    )
+
+
+def updated_record(
+    record: SessionRecord,
+    session: DesiredSession,
+    delivered: Iterable[str],
+    now: str,
+    last_error: str | None = None,
+) -> SessionRecord:
+    """The record after an in-place update: new labels/protect and the announcements delivered."""
+    return replace(
+        record,
+        announcements_delivered=tuple(sorted(set(record.announcements_delivered) | set(delivered))),
+        protect=session.protect,
+        labels=dict(session.labels),
+        updated_at=now,
+        last_error=last_error,
+    )
+
+
+def with_error(record: SessionRecord, error: str, now: str) -> SessionRecord:
+    """The record, unchanged but for the last error (a failed stop keeps the record)."""
+    return replace(record, updated_at=now, last_error=error)
+
+
+def action_outcome(
+    action: Action,
+    key: bytes,
+    sensitive: Mapping[str, SensitivePaths],
+    secrets: Mapping[str, str],
+    now: str,
+) -> SessionRecord | None:
+    """The record once every call of the action succeeded (None: the session is gone)."""
+    if action.kind is ActionKind.DELETE:
+        return None
+    if action.kind in (ActionKind.CREATE, ActionKind.REPLACE):
+        assert action.desired is not None
+        return started_record(action.desired, key, sensitive, secrets, now, action.recorded)
+    assert action.recorded is not None
+    if action.kind is ActionKind.UPDATE:
+        assert action.desired is not None
+        delivered = (a.id for a in action.announcements)
+        return updated_record(action.recorded, action.desired, delivered, now)
+    return action.recorded

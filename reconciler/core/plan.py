@@ -1,0 +1,334 @@
+"""Desired × recorded → actions. Pure and deterministic: the same inputs give the same plan.
+
+Each session gets exactly one action:
+    create   declared, not running                            → Start
+    delete   running, no longer declared                      → Stop
+    replace  running with another config or identity          → Stop, then Start (cuts the live
+             conversation: Volcengine cannot change a running task's config)
+    update   running, same config, new announcements          → UpdateVoiceChat per announcement
+             or changed labels/protect only                   → the record only, no call
+    noop     nothing to do
+Guards turn a dangerous plan into violations; a plan with violations must not be applied.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from reconciler.core.model import Announcement, DesiredSession, SessionRecord, StateMeta
+from reconciler.core.normalize import (
+    SensitivePaths,
+    adopt_recorded_hashes,
+    changed_paths,
+    fingerprint,
+    has_unresolved,
+    is_marker,
+    redact,
+    value_at,
+)
+from reconciler.core.providers import RULES
+from reconciler.core.secrets import references_in
+
+DEFAULT_MAX_STOPS = 20
+
+
+class ActionKind(StrEnum):
+    CREATE = "create"
+    DELETE = "delete"
+    REPLACE = "replace"
+    UPDATE = "update"
+    NOOP = "noop"
+
+
+@dataclass(frozen=True, slots=True)
+class Guards:
+    allow_empty: bool = False
+    # How many running sessions one apply may stop (deletes + restarts); None means no limit.
+    max_stops: int | None = DEFAULT_MAX_STOPS
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One changed leaf, for display: sensitive values are never carried, only the fact."""
+
+    path: str
+    before: object
+    after: object
+    sensitive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: ActionKind
+    name: str
+    provider: str
+    identity: str
+    reason: str
+    changed_paths: tuple[str, ...] = ()
+    sensitive_paths: tuple[str, ...] = ()
+    field_changes: tuple[FieldChange, ...] = ()
+    previous_identity: str | None = None
+    announcements: tuple[Announcement, ...] = ()
+    desired: DesiredSession | None = None
+    recorded: SessionRecord | None = None
+
+    @property
+    def stops(self) -> bool:
+        return self.kind in (ActionKind.DELETE, ActionKind.REPLACE)
+
+    @property
+    def starts(self) -> bool:
+        return self.kind in (ActionKind.CREATE, ActionKind.REPLACE)
+
+    @property
+    def cuts_conversation(self) -> bool:
+        """A restart ends the live conversation; the user hears the agent drop and come back."""
+        return self.kind is ActionKind.REPLACE
+
+    @property
+    def record_only(self) -> bool:
+        return self.kind is ActionKind.UPDATE and not self.announcements
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    create: int = 0
+    delete: int = 0
+    replace: int = 0
+    update: int = 0
+    noop: int = 0
+
+    @property
+    def changes(self) -> int:
+        return self.create + self.delete + self.replace + self.update
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    actions: tuple[Action, ...]
+    lineage: str
+    serial: int
+    violations: tuple[str, ...] = ()
+    created_at: str = ""
+    max_stops: int | None = DEFAULT_MAX_STOPS
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def changes(self) -> tuple[Action, ...]:
+        return tuple(action for action in self.actions if action.kind is not ActionKind.NOOP)
+
+    @property
+    def summary(self) -> Summary:
+        counts = {kind: 0 for kind in ActionKind}
+        for action in self.actions:
+            counts[action.kind] += 1
+        return Summary(
+            create=counts[ActionKind.CREATE],
+            delete=counts[ActionKind.DELETE],
+            replace=counts[ActionKind.REPLACE],
+            update=counts[ActionKind.UPDATE],
+            noop=counts[ActionKind.NOOP],
+        )
+
+
+def make_plan(
+    desired: Sequence[DesiredSession],
+    records: Sequence[SessionRecord],
+    meta: StateMeta,
+    sensitive: Mapping[str, SensitivePaths],
+    secrets: Mapping[str, str],
+    guards: Guards = Guards(),
+    created_at: str = "",
+) -> Plan:
+    recorded = {record.name: record for record in records}
+    declared = {session.name for session in desired}
+    actions: list[Action] = []
+    for session in desired:
+        record = recorded.get(session.name)
+        if record is None:
+            actions.append(_create(session))
+        else:
+            actions.append(_compare(session, record, meta.fingerprint_key, sensitive, secrets))
+    for record in records:
+        if record.name not in declared:
+            actions.append(
+                Action(
+                    ActionKind.DELETE,
+                    record.name,
+                    record.provider,
+                    record.identity,
+                    "no longer declared",
+                    recorded=record,
+                )
+            )
+    actions.sort(key=lambda action: action.name)
+    unresolved = sorted({ref for s in desired for ref in references_in(s.spec)} - secrets.keys())
+    return Plan(
+        actions=tuple(actions),
+        lineage=meta.lineage,
+        serial=meta.serial,
+        violations=tuple(_violations(actions, desired, records, guards)),
+        created_at=created_at,
+        max_stops=guards.max_stops,
+        notes=_unresolved_note(unresolved),
+    )
+
+
+def _create(session: DesiredSession) -> Action:
+    return Action(
+        ActionKind.CREATE,
+        session.name,
+        session.provider,
+        session.identity,
+        "declared, not running",
+        desired=session,
+    )
+
+
+def _compare(
+    session: DesiredSession,
+    record: SessionRecord,
+    key: bytes,
+    sensitive: Mapping[str, SensitivePaths],
+    secrets: Mapping[str, str],
+) -> Action:
+    base = dict(
+        name=session.name,
+        provider=session.provider,
+        identity=session.identity,
+        desired=session,
+        recorded=record,
+    )
+    if record.provider != session.provider or record.identity != session.identity:
+        return Action(
+            ActionKind.REPLACE,
+            reason=f"task identity changed (was {record.provider} {record.identity})",
+            previous_identity=record.identity,
+            **base,  # type: ignore[arg-type]
+        )
+    redacted = redact(session.spec, sensitive.get(session.provider, frozenset()), key, secrets)
+    if fingerprint(redacted) != record.fingerprint:
+        old = json.loads(record.spec_json)
+        if has_unresolved(redacted):
+            redacted = adopt_recorded_hashes(redacted, old)
+    if fingerprint(redacted) != record.fingerprint:
+        paths = tuple(changed_paths(old, redacted))
+        secret_paths = tuple(
+            p for p in paths if is_marker(value_at(old, p)) or is_marker(value_at(redacted, p))
+        )
+        field_changes = tuple(
+            FieldChange(
+                path,
+                None if path in secret_paths else value_at(old, path),
+                None if path in secret_paths else value_at(redacted, path),
+                path in secret_paths,
+            )
+            for path in paths
+        )
+        rules = RULES[session.provider]
+        in_place = all(rules.updatable_in_place(path) for path in paths)
+        kind = ActionKind.UPDATE if in_place else ActionKind.REPLACE
+        return Action(
+            kind,
+            reason=_config_reason(paths, secret_paths, kind),
+            changed_paths=paths,
+            sensitive_paths=secret_paths,
+            field_changes=field_changes,
+            **base,  # type: ignore[arg-type]
+        )
+    delivered = set(record.announcements_delivered)
+    pending = tuple(a for a in session.announcements if a.id not in delivered)
+    record_fields = _record_field_changes(session, record)
+    if pending or record_fields:
+        reasons = []
+        if pending:
+            ids = ", ".join(a.id for a in pending)
+            reasons.append(f"new announcement{'s' if len(pending) > 1 else ''}: {ids}")
+        if record_fields:
+            reasons.append(f"{' and '.join(record_fields)} changed (record only)")
+        return Action(
+            ActionKind.UPDATE,
+            reason="; ".join(reasons),
+            changed_paths=tuple(f"/{name}" for name in record_fields),
+            field_changes=tuple(
+                FieldChange(f"/{name}", _record_value(record, name), _desired_value(session, name))
+                for name in record_fields
+            ),
+            announcements=pending,
+            **base,  # type: ignore[arg-type]
+        )
+    return Action(ActionKind.NOOP, reason="up to date", **base)  # type: ignore[arg-type]
+
+
+def _config_reason(paths: Sequence[str], secret_paths: Sequence[str], kind: ActionKind) -> str:
+    if secret_paths and len(secret_paths) == len(paths):
+        what = "sensitive value changed"
+    elif secret_paths:
+        what = "config changed, including a sensitive value"
+    else:
+        what = "config changed"
+    if kind is ActionKind.REPLACE:
+        return f"{what}; a running task cannot change its config, so it is restarted"
+    return f"{what}; updated in place"
+
+
+def _record_field_changes(session: DesiredSession, record: SessionRecord) -> list[str]:
+    changed = []
+    if dict(session.labels) != dict(record.labels):
+        changed.append("labels")
+    if session.protect != record.protect:
+        changed.append("protect")
+    return changed
+
+
+def _record_value(record: SessionRecord, name: str) -> object:
+    return dict(record.labels) if name == "labels" else record.protect
+
+
+def _desired_value(session: DesiredSession, name: str) -> object:
+    return dict(session.labels) if name == "labels" else session.protect
+
+
+def _violations(
+    actions: Sequence[Action],
+    desired: Sequence[DesiredSession],
+    records: Sequence[SessionRecord],
+    guards: Guards,
+) -> list[str]:
+    violations: list[str] = []
+    if not desired and records and not guards.allow_empty:
+        violations.append(
+            f"the desired set is empty but {len(records)} session(s) are recorded as running: "
+            "refusing to stop them all (pass --allow-empty if that is really meant)"
+        )
+    for action in actions:
+        if action.kind is ActionKind.DELETE and action.recorded and action.recorded.protect:
+            violations.append(
+                f'session "{action.name}" is protected: refusing to stop it (declare it again '
+                'with "protect": false and apply, then remove it)'
+            )
+        if action.kind is ActionKind.REPLACE and action.desired and action.desired.protect:
+            violations.append(
+                f'session "{action.name}" is protected: refusing to restart it for '
+                f'"{action.reason}" (set "protect": false to allow the restart)'
+            )
+    stops = sum(1 for action in actions if action.stops)
+    if guards.max_stops is not None and stops > guards.max_stops:
+        violations.append(
+            f"the plan stops {stops} running sessions, more than the budget of "
+            f"{guards.max_stops} per apply: review it and pass --max-stops {stops} to allow it"
+        )
+    return violations
+
+
+def _unresolved_note(references: Sequence[str]) -> tuple[str, ...]:
+    if not references:
+        return ()
+    shown = ", ".join(references[:5]) + (", ..." if len(references) > 5 else "")
+    return (
+        f"{len(references)} secret reference(s) could not be resolved here ({shown}): they are "
+        "compared by name, so a rotated value does not show in this plan",
+    )

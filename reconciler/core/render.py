@@ -1,0 +1,246 @@
+"""Plans and records as text and as JSON (schemas/plan.schema.json). Pure: returns strings.
+
+Sensitive values never reach an output: sensitive leaves show as "(sensitive)", references as
+the reference text (it names where the secret lives, not what it is).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from reconciler.core.model import DesiredSession, SessionRecord
+from reconciler.core.normalize import SensitivePaths, is_marker
+from reconciler.core.plan import Action, ActionKind, FieldChange, Plan
+from reconciler.core.secrets import is_reference
+
+PLAN_FORMAT_VERSION = 1
+MASK = "(sensitive)"
+
+SYMBOLS = {
+    ActionKind.CREATE: "+",
+    ActionKind.DELETE: "-",
+    ActionKind.REPLACE: "-/+",
+    ActionKind.UPDATE: "~",
+    ActionKind.NOOP: " ",
+}
+
+
+def summary_line(plan: Plan) -> str:
+    summary = plan.summary
+    if not summary.changes:
+        return f"No changes. {summary.noop} running session(s) match the desired state."
+    parts = []
+    if summary.create:
+        parts.append(f"{summary.create} to start")
+    if summary.replace:
+        cut = "conversation" if summary.replace == 1 else "conversations"
+        parts.append(f"{summary.replace} to restart (cuts {summary.replace} live {cut})")
+    if summary.delete:
+        parts.append(f"{summary.delete} to stop")
+    if summary.update:
+        parts.append(f"{summary.update} to update in place")
+    return "Plan: " + ", ".join(parts) + "."
+
+
+def render_text(plan: Plan) -> str:
+    lines: list[str] = []
+    changes = plan.changes
+    if changes:
+        lines.append("reconciler will perform these actions:")
+        lines.append("")
+        for action in changes:
+            lines.extend(_action_lines(action))
+            lines.append("")
+    for note in plan.notes:
+        lines.append(f"Note: {note}")
+    if plan.violations:
+        lines.append("Refused: this plan must not be applied:")
+        lines.extend(f"  - {violation}" for violation in plan.violations)
+    lines.append(summary_line(plan))
+    return "\n".join(lines) + "\n"
+
+
+def _action_lines(action: Action) -> list[str]:
+    head = f"  {SYMBOLS[action.kind]} {action.kind.value} {action.name}"
+    lines = [f"{head}  ({action.provider} {action.identity})"]
+    reason = action.reason
+    if action.cuts_conversation:
+        reason += " — cuts the live conversation"
+    lines.append(f"      {reason}")
+    for change in action.field_changes:
+        lines.append(f"      ~ {change.path}: {_describe_change(change)}")
+    for announcement in action.announcements:
+        lines.append(
+            f"      > announce {announcement.id} (interrupt_mode {announcement.interrupt_mode}): "
+            f"{_clip(json.dumps(announcement.message, ensure_ascii=False))}"
+        )
+    return lines
+
+
+def _describe_change(change: FieldChange) -> str:
+    if change.sensitive:
+        return "(sensitive value changed)"
+    before, after = display_value(change.before), display_value(change.after)
+    if change.before is None:
+        return f"(added) {_compact(after)}"
+    if change.after is None:
+        return f"{_compact(before)} (removed)"
+    return f"{_compact(before)} → {_compact(after)}"
+
+
+def _compact(value: Any) -> str:
+    return _clip(json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def display_value(value: Any) -> Any:
+    """A redacted value fit for output: hash markers become "(sensitive)"."""
+    if isinstance(value, dict):
+        return {key: display_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [display_value(item) for item in value]
+    if is_marker(value):
+        reference = str(value)[len("<sensitive ") :].rsplit(" hmac:", 1)[0]
+        return reference if is_reference(reference) else MASK
+    return value
+
+
+def masked_spec(spec: Any, paths: SensitivePaths) -> Any:
+    """A declared spec fit for output: sensitive literals masked, references kept as written."""
+
+    def walk(node: Any, path: tuple[str, ...], sensitive: bool) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, (*path, k), (*path, k) in paths) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, (*path, "*"), sensitive or (*path, "*") in paths) for v in node]
+        if sensitive and node is not None and not is_reference(node):
+            return MASK
+        return node
+
+    return walk(spec, (), False)
+
+
+def plan_document(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> dict[str, Any]:
+    """The plan as the JSON document described by schemas/plan.schema.json."""
+    summary = plan.summary
+    return {
+        "format_version": PLAN_FORMAT_VERSION,
+        "lineage": plan.lineage,
+        "serial": plan.serial,
+        "created_at": plan.created_at,
+        "max_stops": plan.max_stops,
+        "summary": {
+            "create": summary.create,
+            "delete": summary.delete,
+            "replace": summary.replace,
+            "update": summary.update,
+            "noop": summary.noop,
+            "cuts_conversations": summary.replace,
+            "text": summary_line(plan),
+        },
+        "violations": list(plan.violations),
+        "notes": list(plan.notes),
+        "actions": [_action_document(action, sensitive) for action in plan.actions],
+    }
+
+
+def _action_document(action: Action, sensitive: Mapping[str, SensitivePaths]) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "kind": action.kind.value,
+        "name": action.name,
+        "provider": action.provider,
+        "identity": action.identity,
+        "reason": action.reason,
+        "cuts_conversation": action.cuts_conversation,
+    }
+    if action.kind is ActionKind.NOOP:
+        return document
+    document["previous_identity"] = action.previous_identity
+    document["changed_paths"] = list(action.changed_paths)
+    document["sensitive_paths"] = list(action.sensitive_paths)
+    document["field_changes"] = [
+        {
+            "path": change.path,
+            "before": None if change.sensitive else display_value(change.before),
+            "after": None if change.sensitive else display_value(change.after),
+            "sensitive": change.sensitive,
+        }
+        for change in action.field_changes
+    ]
+    document["announcements"] = [
+        {"id": a.id, "message": a.message, "interrupt_mode": a.interrupt_mode}
+        for a in action.announcements
+    ]
+    document["desired"] = (
+        desired_document(action.desired, sensitive.get(action.provider, frozenset()))
+        if action.desired is not None
+        else None
+    )
+    return document
+
+
+def desired_document(session: DesiredSession, paths: SensitivePaths) -> dict[str, Any]:
+    return {
+        "name": session.name,
+        "provider": session.provider,
+        "protect": session.protect,
+        "labels": dict(session.labels),
+        "spec": masked_spec(session.spec, paths),
+        "announcements": [
+            {"id": a.id, "message": a.message, "interrupt_mode": a.interrupt_mode}
+            for a in session.announcements
+        ],
+        "passthrough": list(session.passthrough),
+        "source": {"file": session.source.file, "pointer": session.source.pointer},
+    }
+
+
+def render_json(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> str:
+    return json.dumps(plan_document(plan, sensitive), indent=2, ensure_ascii=False) + "\n"
+
+
+def record_document(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "provider": record.provider,
+        "identity": record.identity,
+        "status": record.status.value,
+        "protect": record.protect,
+        "labels": dict(record.labels),
+        "provider_ids": dict(record.provider_ids),
+        "fingerprint": record.fingerprint,
+        "announcements_delivered": list(record.announcements_delivered),
+        "spec": display_value(json.loads(record.spec_json)),
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "last_error": record.last_error,
+    }
+
+
+def render_records(records: Sequence[SessionRecord]) -> str:
+    if not records:
+        return "No sessions recorded.\n"
+    rows = [("NAME", "PROVIDER", "IDENTITY", "STATUS", "PROTECT", "UPDATED", "LAST ERROR")]
+    for record in records:
+        rows.append(
+            (
+                record.name,
+                record.provider,
+                record.identity,
+                record.status.value,
+                "yes" if record.protect else "",
+                record.updated_at,
+                _clip(record.last_error or "", 60),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in rows
+    )

@@ -1,0 +1,325 @@
+"""Documents → desired set, or every problem at once.
+
+Order of checks: the manifest shape (manifest schema), then each session's effective spec (file
+`defaults` deep-merged under it) against its provider's schema, then rules a schema cannot say
+(agent and target user differ, references are well formed, ids are unique), then the cross-file
+rules (unique names, unique tasks). Any problem anywhere means no desired set at all: the caller
+must never plan from a partial snapshot.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import ValidationError
+
+from reconciler.core.load import Document
+from reconciler.core.model import Announcement, DesiredSession, Location
+from reconciler.core.providers import RULES
+from reconciler.core.schema_set import SchemaSet
+from reconciler.core.secrets import (
+    escape_token,
+    is_reference,
+    iter_strings,
+    looks_like_reference,
+    split_pointer,
+)
+from reconciler.errors import Problem
+
+# Constraints that look at a string's content; a reference's content is unknown until apply.
+_CONTENT_KEYWORDS = frozenset({"pattern", "enum", "format", "minLength", "maxLength", "const"})
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    sessions: tuple[DesiredSession, ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate_documents(documents: Sequence[Document], schemas: SchemaSet) -> ValidationResult:
+    problems: list[Problem] = []
+    sessions: list[DesiredSession] = []
+    for document in documents:
+        found, document_problems = _validate_document(document, schemas)
+        sessions.extend(found)
+        problems.extend(document_problems)
+    problems.extend(_cross_file_problems(sessions))
+    unique = sorted(set(problems), key=lambda p: (p.file, p.line or 0, p.pointer, p.message))
+    if unique:
+        return ValidationResult((), tuple(unique))
+    return ValidationResult(tuple(sorted(sessions, key=lambda s: s.name)), ())
+
+
+def deep_merge(base: Any, override: Any) -> Any:
+    """Objects merge key by key (the override wins); anything else is replaced whole."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = deep_merge(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+def _validate_document(
+    document: Document, schemas: SchemaSet
+) -> tuple[list[DesiredSession], list[Problem]]:
+    data = document.data
+    if data is None:  # an empty file declares nothing
+        return [], []
+    if not isinstance(data, dict):
+        return [], [_problem(document, "", 'expected an object with a "sessions" list')]
+    problems: list[Problem] = []
+    if not schemas.is_valid_fast(schemas.manifest_fast, data):
+        problems.extend(_schema_problems(schemas.manifest_validator, data, document, ""))
+    raw_defaults = data.get("defaults")
+    defaults: dict[str, Any] = raw_defaults if isinstance(raw_defaults, dict) else {}
+    raw_sessions = data.get("sessions")
+    if not isinstance(raw_sessions, list):
+        return [], problems
+    sessions: list[DesiredSession] = []
+    for index, raw in enumerate(raw_sessions):
+        if not isinstance(raw, dict):
+            continue  # the manifest schema already said so
+        session, session_problems = _validate_session(document, index, raw, defaults, schemas)
+        problems.extend(session_problems)
+        if session is not None:
+            sessions.append(session)
+    return sessions, problems
+
+
+def _validate_session(
+    document: Document,
+    index: int,
+    raw: dict[str, Any],
+    defaults: dict[str, Any],
+    schemas: SchemaSet,
+) -> tuple[DesiredSession | None, list[Problem]]:
+    base = f"/sessions/{index}"
+    effective = deep_merge(defaults, raw) if defaults else raw
+
+    def place(relative: str) -> str:
+        """Point at the session when it holds the value, else at the defaults that gave it."""
+        if _exists(raw, relative) or not _exists(defaults, relative):
+            return base + relative
+        return "/defaults" + relative
+
+    problems: list[Problem] = []
+    for field in ("provider", "spec"):
+        if field not in effective:
+            problems.append(
+                _problem(document, f"{base}/{field}", f'missing required field "{field}"')
+            )
+    provider = effective.get("provider")
+    spec = effective.get("spec")
+    if not isinstance(provider, str) or provider not in RULES or not isinstance(spec, dict):
+        return None, problems
+
+    passthrough = tuple(p for p in effective.get("passthrough", []) if isinstance(p, str))
+    for position, pointer in enumerate(passthrough):
+        if not pointer.startswith("/"):
+            problems.append(
+                _problem(document, place(f"/passthrough/{position}"), "not a JSON pointer")
+            )
+    checked = _without(spec, passthrough)
+    if not schemas.is_valid_fast(schemas.provider_fast[provider], checked):
+        for problem in _schema_problems(
+            schemas.provider_validators[provider], checked, document, "/spec"
+        ):
+            problems.append(_relocated(document, problem, place))
+    for relative, message in _spec_rules(provider, spec):
+        problems.append(_problem(document, place("/spec" + relative), message))
+    announcements, announcement_problems = _announcements(effective.get("announcements", []))
+    for relative, message in announcement_problems:
+        problems.append(_problem(document, place(relative), message))
+    if problems:
+        return None, problems
+
+    rules = RULES[provider]
+    labels = effective.get("labels", {})
+    return (
+        DesiredSession(
+            name=str(effective.get("name", "")),
+            provider=provider,
+            identity=rules.identity(spec),
+            spec=spec,
+            labels=dict(labels) if isinstance(labels, dict) else {},
+            protect=bool(effective.get("protect", False)),
+            announcements=announcements,
+            passthrough=passthrough,
+            source=Location(document.path, base, _line(document, base)),
+        ),
+        [],
+    )
+
+
+def _spec_rules(provider: str, spec: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+    """Rules JSON Schema cannot express, as (pointer within spec, message)."""
+    for pointer, text in iter_strings(spec):
+        if looks_like_reference(text) and not is_reference(text):
+            yield (
+                pointer,
+                (f"invalid secret reference {text!r} (expected ${{env:NAME}} or ${{file:PATH}})"),
+            )
+    for field in RULES[provider].identity_fields:
+        if is_reference(spec.get(field)):
+            yield f"/{field}", f"{field} cannot be a secret reference: it identifies the task"
+    agent = spec.get("AgentConfig")
+    if isinstance(agent, dict):
+        targets = agent.get("TargetUserId")
+        user = agent.get("UserId")
+        if isinstance(targets, list) and isinstance(user, str) and user in targets:
+            yield (
+                "/AgentConfig/UserId",
+                (f'the agent UserId "{user}" must differ from the target user it talks to'),
+            )
+
+
+def _announcements(raw: Any) -> tuple[tuple[Announcement, ...], list[tuple[str, str]]]:
+    if not isinstance(raw, list):
+        return (), []
+    found: list[Announcement] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            continue
+        ident = item["id"]
+        if ident in seen:
+            problems.append((f"/announcements/{index}/id", f'duplicate announcement id "{ident}"'))
+        seen.add(ident)
+        found.append(
+            Announcement(ident, str(item.get("message", "")), int(item.get("interrupt_mode", 2)))
+        )
+    return tuple(found), problems
+
+
+def _cross_file_problems(sessions: Sequence[DesiredSession]) -> list[Problem]:
+    problems: list[Problem] = []
+    by_name: dict[str, DesiredSession] = {}
+    by_task: dict[tuple[str, str], DesiredSession] = {}
+    for session in sorted(sessions, key=lambda s: (s.source.file, _index(s.source.pointer))):
+        first = by_name.setdefault(session.name, session)
+        if first is not session:
+            problems.append(
+                Problem(
+                    session.source.file,
+                    session.source.pointer + "/name",
+                    f'duplicate session name "{session.name}" (first declared in '
+                    f"{first.source.file} at {first.source.pointer})",
+                    session.source.line,
+                )
+            )
+        task = by_task.setdefault((session.provider, session.identity), session)
+        if task is not session:
+            problems.append(
+                Problem(
+                    session.source.file,
+                    session.source.pointer + "/spec",
+                    f'duplicate task {session.identity}: session "{task.name}" in '
+                    f"{task.source.file} already declares it",
+                    session.source.line,
+                )
+            )
+    return problems
+
+
+def _index(pointer: str) -> int:
+    tail = pointer.rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _schema_problems(
+    validator: Draft7Validator, instance: Any, document: Document, prefix: str
+) -> list[Problem]:
+    problems: list[Problem] = []
+    for error in validator.iter_errors(instance):
+        for pointer, message in _explain(error):
+            problems.append(_problem(document, prefix + pointer, message))
+    return problems
+
+
+def _explain(error: ValidationError) -> list[tuple[str, str]]:
+    pointer = "".join(f"/{escape_token(str(token))}" for token in error.absolute_path)
+    instance = error.instance
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        known = sorted(error.schema.get("properties", {}))
+        extras = [key for key in instance if key not in known]
+        return [(f"{pointer}/{escape_token(key)}", _unknown_field(key, known)) for key in extras]
+    if error.validator == "required" and isinstance(instance, dict):
+        missing = [name for name in error.validator_value if name not in instance]
+        return [
+            (f"{pointer}/{escape_token(name)}", f'missing required field "{name}"')
+            for name in missing
+        ]
+    if error.validator in _CONTENT_KEYWORDS and is_reference(instance):
+        return []  # checked when the reference is resolved, at apply time
+    return [(pointer, _short(error.message))]
+
+
+def _unknown_field(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if not close:
+        lowered = {name.lower(): name for name in known}
+        close = [lowered[key.lower()]] if key.lower() in lowered else []
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    return f'unknown field "{key}"{hint}'
+
+
+def _short(message: str, limit: int = 200) -> str:
+    return message if len(message) <= limit else message[: limit - 15] + " ... " + message[-10:]
+
+
+def _without(spec: dict[str, Any], pointers: Sequence[str]) -> dict[str, Any]:
+    """A copy of the spec without the passthrough fields, which the schema does not know."""
+    if not pointers:
+        return spec
+    copied = copy.deepcopy(spec)
+    for pointer in pointers:
+        tokens = split_pointer(pointer)
+        node: Any = copied
+        for token in tokens[:-1]:
+            node = node.get(token) if isinstance(node, dict) else None
+        if tokens and isinstance(node, dict):
+            node.pop(tokens[-1], None)
+    return copied
+
+
+def _exists(document: Any, pointer: str) -> bool:
+    node = document
+    for token in split_pointer(pointer):
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return False
+    return True
+
+
+def _relocated(document: Document, problem: Problem, place: Any) -> Problem:
+    pointer = place(problem.pointer)
+    return Problem(problem.file, pointer, problem.message, _line(document, pointer))
+
+
+def _problem(document: Document, pointer: str, message: str) -> Problem:
+    return Problem(document.path, pointer, message, _line(document, pointer))
+
+
+def _line(document: Document, pointer: str) -> int | None:
+    """The line of the pointer, or of its nearest ancestor that exists (YAML only)."""
+    if not document.lines:
+        return None
+    while pointer:
+        if pointer in document.lines:
+            return document.lines[pointer]
+        pointer = pointer.rsplit("/", 1)[0]
+    return document.lines.get("/")

@@ -1,0 +1,107 @@
+"""Settings: environment (prefix RECONCILER_, nested delimiter __), then reconciler.toml.
+
+Credentials are SecretStr so that they never show in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from reconciler.errors import SettingsError
+
+
+class VolcengineSettings(BaseModel):
+    endpoint: str = "https://rtc.volcengineapi.com"
+    region: str = "cn-north-1"
+    api_version: str = "2024-12-01"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class EmulatorSettings(BaseModel):
+    port: int = Field(default=8790, ge=0, le=65535)
+    access_key_id: str = "AKLTemulator"
+    secret_access_key: SecretStr = SecretStr("emulator-secret")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RECONCILER_",
+        env_nested_delimiter="__",
+        toml_file="reconciler.toml",
+        extra="ignore",
+    )
+
+    state: str = ".reconciler/state.db"
+    volcengine: VolcengineSettings = VolcengineSettings()
+    emulator: EmulatorSettings = EmulatorSettings()
+    # Calls in flight at once, across all sessions of one apply.
+    parallelism: int = Field(default=16, ge=1, le=1024)
+    # Requests per second per provider account: Volcengine limits per account, shared by all
+    # AppIds, and publishes no figure, so the default stays modest.
+    rate_limit: float = Field(default=20.0, gt=0)
+    # Running sessions one apply may stop (deletes + restarts) unless --max-stops says more.
+    max_stops: int = Field(default=20, ge=0)
+    # Attempts per call and the time one call may spend retrying.
+    max_attempts: int = Field(default=8, ge=1)
+    max_retry_seconds: float = Field(default=120.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+@dataclass(frozen=True)
+class VolcengineCredentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None
+
+    def __repr__(self) -> str:
+        return f"VolcengineCredentials(access_key_id={self.access_key_id!r}, secret=***)"
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic's ValidationError, TOML errors: one clean message
+        raise SettingsError(f"invalid settings: {exc}") from None
+
+
+def volcengine_credentials(
+    settings: Settings, environ: Mapping[str, str] = os.environ
+) -> VolcengineCredentials:
+    """Credentials from RECONCILER_VOLCENGINE__*, falling back to the SDK's VOLC_* names."""
+    volc = settings.volcengine
+    access_key = volc.access_key_id or environ.get("VOLC_ACCESSKEY")
+    secret = (
+        volc.secret_access_key.get_secret_value()
+        if volc.secret_access_key
+        else environ.get("VOLC_SECRETKEY")
+    )
+    if not access_key or not secret:
+        raise SettingsError(
+            "Volcengine credentials are missing: set RECONCILER_VOLCENGINE__ACCESS_KEY_ID and "
+            "RECONCILER_VOLCENGINE__SECRET_ACCESS_KEY (or VOLC_ACCESSKEY and VOLC_SECRETKEY)"
+        )
+    token = volc.session_token.get_secret_value() if volc.session_token else None
+    return VolcengineCredentials(access_key, secret, token)

@@ -1,0 +1,42 @@
+"""Shell helpers shared by the commands: the schemas, the desired set, secrets, the state."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import cache
+
+from reconciler.core.model import DesiredSession
+from reconciler.core.schema_set import SchemaSet, build_schema_set
+from reconciler.core.secrets import references_in
+from reconciler.core.validate import validate_documents
+from reconciler.errors import ValidationFailed
+from reconciler.schema_files import MANIFEST_SCHEMA, PROVIDER_SCHEMAS, load_schema
+from reconciler.secret_store import resolve
+from reconciler.sources import read_documents
+
+
+@cache
+def schema_set() -> SchemaSet:
+    providers = {name: load_schema(filename) for name, filename in PROVIDER_SCHEMAS.items()}
+    return build_schema_set(load_schema(MANIFEST_SCHEMA), providers)
+
+
+def load_desired(paths: Sequence[str]) -> tuple[DesiredSession, ...]:
+    """Read and validate every file; raise ValidationFailed with every problem at once."""
+    result = validate_documents(read_documents(list(paths)), schema_set())
+    if not result.ok:
+        raise ValidationFailed(list(result.problems))
+    return result.sessions
+
+
+def secrets_for(
+    sessions: Sequence[DesiredSession], *, strict: bool, environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    references = {ref for session in sessions for ref in references_in(session.spec)}
+    return resolve(references, environ, strict=strict)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
