@@ -1,18 +1,27 @@
-"""`reconciler apply`: lock, finish what a killed run left, plan, confirm, execute, report."""
+"""`reconciler apply`: lock, finish what a killed run left, plan, confirm, execute, report.
+
+`apply PATH...` plans from the files and applies; `apply PLANFILE` applies a saved plan exactly
+as reviewed, after checking it is not stale (lineage, serial, age) — before any call.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from reconciler.apply import Applier, ApplyReport, Outcome, SessionResult
 from reconciler.commands import guards_from
 from reconciler.core.model import DesiredSession
 from reconciler.core.plan import Plan, make_plan
 from reconciler.core.render import render_text
+from reconciler.core.saved import is_saved_plan, parse_saved_plan, plan_from_saved, staleness
 from reconciler.errors import PlanRefused
 from reconciler.providers.base import SessionProvider
 from reconciler.retrying import RetryPolicy, TokenBucket
@@ -24,69 +33,140 @@ from reconciler.workspace import load_desired, schema_set, secrets_for, utc_now
 
 def apply(args: argparse.Namespace) -> int:
     settings = load_settings()
-    desired = load_desired(args.paths)
-    # Every secret must resolve before the first call: a half-resolved apply is worse than none.
-    secrets = secrets_for(desired, strict=True)
+    saved = _saved_plan(args.paths)
     store = open_state(settings.state)
     try:
+        if saved is not None:
+            return _apply_saved(args, settings, store, args.paths[0], saved)
+        desired = load_desired(args.paths)
+        # Every secret must resolve before the first call: a half-resolved apply is worse
+        # than none.
+        secrets = secrets_for(desired, strict=True)
         with store.lock("apply " + " ".join(args.paths)):
-            return asyncio.run(_apply(args, settings, store, desired, secrets))
+            return asyncio.run(_apply_files(args, settings, store, desired, secrets))
     finally:
         store.close()
 
 
-async def _apply(
+def _saved_plan(paths: Sequence[str]) -> dict[str, Any] | None:
+    """The saved plan named by a lone .json argument, or None for manifests."""
+    if len(paths) != 1 or not paths[0].endswith(".json") or not Path(paths[0]).is_file():
+        return None
+    try:
+        document = json.loads(Path(paths[0]).read_bytes())
+    except (OSError, ValueError):
+        return None  # not a saved plan; the manifest loader reports what is wrong with it
+    return document if is_saved_plan(document) else None
+
+
+async def _apply_files(
     args: argparse.Namespace,
     settings: Settings,
     store: StateStore,
     desired: tuple[DesiredSession, ...],
     secrets: dict[str, str],
 ) -> int:
-    with _progress() as report_result:
-        providers: dict[str, SessionProvider] = {}
-        try:
-            applier = Applier(
-                store=store,
-                providers=_LazyProviders(settings, providers),
-                secrets=secrets,
-                sensitive=schema_set().sensitive,
-                now=utc_now,
-                policy=RetryPolicy(settings.max_attempts, settings.max_retry_seconds),
-                buckets={"volcengine": TokenBucket(settings.rate_limit)},
-                parallelism=settings.parallelism,
-                adopt_running=getattr(args, "adopt_running", False),
-                on_result=report_result,
+    async with _applier(args, settings, store, secrets) as applier:
+        recovered = ApplyReport()
+        if store.pending_intents():
+            print("Finishing what an interrupted run left pending...", file=sys.stderr)
+            recovered = await applier.recover(desired)
+        plan = make_plan(
+            desired,
+            store.list_records(),
+            store.meta(),
+            schema_set().sensitive,
+            secrets,
+            guards_from(args, settings),
+            created_at=utc_now(),
+        )
+        return await _execute(args, applier, plan, recovered)
+
+
+def _apply_saved(
+    args: argparse.Namespace,
+    settings: Settings,
+    store: StateStore,
+    path: str,
+    document: dict[str, Any],
+) -> int:
+    saved = parse_saved_plan(document, path)
+    with store.lock(f"apply {path}"):
+        pending = store.pending_intents()
+        if pending:
+            raise PlanRefused(
+                f"the plan is stale: an interrupted apply left {len(pending)} call(s) unfinished; "
+                "run `reconciler apply` on the manifests to finish them, then plan again"
             )
-            recovered = ApplyReport()
-            if store.pending_intents():
-                print("Finishing what an interrupted run left pending...", file=sys.stderr)
-                recovered = await applier.recover(desired)
-            plan = make_plan(
-                desired,
-                store.list_records(),
-                store.meta(),
-                schema_set().sensitive,
-                secrets,
-                guards_from(args, settings),
-                created_at=utc_now(),
-            )
-            if plan.violations:
-                sys.stdout.write(render_text(plan))
-                raise PlanRefused("the plan was refused by a guard; nothing was changed")
-            if not plan.changes:
-                sys.stdout.write(render_text(plan))
-                return _finish(recovered, ApplyReport())
-            sys.stdout.write(render_text(plan))
-            _confirm(args, plan)
-            report = await applier.execute(plan)
-            return _finish(recovered, report)
-        finally:
-            for provider in providers.values():
-                await provider.aclose()
+        reason = staleness(saved, store.meta(), datetime.now(UTC), settings.plan_max_age)
+        if reason is not None:
+            raise PlanRefused(reason)
+        plan = plan_from_saved(saved, store.list_records())
+        desired = [action.desired for action in plan.actions if action.desired is not None]
+        secrets = secrets_for(desired, strict=True)
+
+        async def run() -> int:
+            async with _applier(args, settings, store, secrets) as applier:
+                return await _execute(args, applier, plan, ApplyReport())
+
+        return asyncio.run(run())
+
+
+async def _execute(
+    args: argparse.Namespace, applier: Applier, plan: Plan, recovered: ApplyReport
+) -> int:
+    sys.stdout.write(render_text(plan))
+    if plan.violations:
+        raise PlanRefused("the plan was refused by a guard; nothing was changed")
+    if not plan.changes:
+        return _finish(recovered, ApplyReport())
+    _confirm(args)
+    with _progress(len(plan.changes)) as report_result:
+        applier.on_result = report_result
+        report = await applier.execute(plan)
+    return _finish(recovered, report)
+
+
+class _ApplierScope:
+    """An Applier whose provider clients are closed when the apply ends."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        settings: Settings,
+        store: StateStore,
+        secrets: dict[str, str],
+    ) -> None:
+        self.built: dict[str, SessionProvider] = {}
+        self.applier = Applier(
+            store=store,
+            providers=_LazyProviders(settings, self.built),
+            secrets=secrets,
+            sensitive=schema_set().sensitive,
+            now=utc_now,
+            policy=RetryPolicy(settings.max_attempts, settings.max_retry_seconds),
+            buckets={"volcengine": TokenBucket(settings.rate_limit)},
+            parallelism=settings.parallelism,
+            adopt_running=args.adopt_running,
+            on_result=_plain_line,
+        )
+
+    async def __aenter__(self) -> Applier:
+        return self.applier
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for provider in self.built.values():
+            await provider.aclose()
+
+
+def _applier(
+    args: argparse.Namespace, settings: Settings, store: StateStore, secrets: dict[str, str]
+) -> _ApplierScope:
+    return _ApplierScope(args, settings, store, secrets)
 
 
 class _LazyProviders(Mapping[str, SessionProvider]):
-    """Providers built on first use, so a plan with nothing to do needs no credentials."""
+    """Providers built on first use, so a run with nothing to do needs no credentials."""
 
     def __init__(self, settings: Settings, built: dict[str, SessionProvider]) -> None:
         self.settings = settings
@@ -110,7 +190,7 @@ class _LazyProviders(Mapping[str, SessionProvider]):
         return 1
 
 
-def _confirm(args: argparse.Namespace, plan: Plan) -> None:
+def _confirm(args: argparse.Namespace) -> None:
     if args.auto_approve:
         return
     if not sys.stdin.isatty():
@@ -125,14 +205,13 @@ def _confirm(args: argparse.Namespace, plan: Plan) -> None:
 def _finish(recovered: ApplyReport, report: ApplyReport) -> int:
     results = recovered.results + report.results
     combined = ApplyReport(results, report.aborted or recovered.aborted)
-    ok = len(combined.succeeded)
     failed = [r for r in results if r.outcome is Outcome.FAILED]
     skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
     if combined.aborted:
         print(f"Aborted: {combined.aborted}", file=sys.stderr)
     for result in failed:
         print(f"  ✗ {result.name}: {result.detail}", file=sys.stderr)
-    line = f"Apply: {ok} succeeded, {len(failed)} failed"
+    line = f"Apply: {len(combined.succeeded)} succeeded, {len(failed)} failed"
     if skipped:
         line += f", {len(skipped)} not attempted"
     print(line + ".")
@@ -142,23 +221,28 @@ def _finish(recovered: ApplyReport, report: ApplyReport) -> int:
 _SYMBOL = {Outcome.OK: "✓", Outcome.FAILED: "✗", Outcome.SKIPPED: "-"}
 
 
+def _plain_line(result: SessionResult) -> None:
+    symbol = _SYMBOL[result.outcome]
+    print(f"  {symbol} {result.kind} {result.name}: {result.detail}", file=sys.stderr)
+
+
 @contextmanager
-def _progress() -> Iterator[Callable[[SessionResult], None]]:
+def _progress(total: int) -> Iterator[Callable[[SessionResult], None]]:
     """A progress bar on a terminal; one plain line per finished session otherwise."""
     if not sys.stderr.isatty():
-
-        def plain(result: SessionResult) -> None:
-            symbol = _SYMBOL[result.outcome]
-            print(f"  {symbol} {result.kind} {result.name}: {result.detail}", file=sys.stderr)
-
-        yield plain
+        yield _plain_line
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(
-        TextColumn("applying"), BarColumn(), MofNCompleteColumn(), transient=True
+        TextColumn("applying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
     ) as progress:
-        task = progress.add_task("apply", total=None)
+        task = progress.add_task("apply", total=total)
 
         def bar(result: SessionResult) -> None:
             progress.advance(task)
@@ -166,5 +250,3 @@ def _progress() -> Iterator[Callable[[SessionResult], None]]:
                 progress.console.print(f"  ✗ {result.name}: {result.detail}")
 
         yield bar
-
-

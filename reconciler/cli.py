@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     apply = commands.add_parser("apply", help="make the cloud match the files (or a saved plan)")
     apply.add_argument("paths", nargs="+", metavar="PATH|PLANFILE")
     apply.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    apply.add_argument(
+        "--adopt-running",
+        action="store_true",
+        help="a Start answered 'already started' takes over that running task as it is "
+        "(after losing the state); by default it is an error for that session",
+    )
     _guard_options(apply)
 
     state = commands.add_parser("state", help="inspect and edit the records")

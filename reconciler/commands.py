@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from reconciler.core.plan import Guards, Plan, make_plan
 from reconciler.core.render import record_document, render_json, render_records, render_text
-from reconciler.errors import ReconcilerError, StateError
+from reconciler.core.render_markdown import render_markdown
+from reconciler.core.saved import literal_secrets
+from reconciler.errors import ReconcilerError, StateError, ValidationFailed
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.open import open_state
@@ -48,15 +52,37 @@ def plan(args: argparse.Namespace) -> int:
         result = plan_from_files(args.paths, store, guards_from(args, settings), strict=False)
     finally:
         store.close()
+    sensitive = schema_set().sensitive
     if args.format == "json":
-        sys.stdout.write(render_json(result, schema_set().sensitive))
+        sys.stdout.write(render_json(result, sensitive))
+    elif args.format == "markdown":
+        sys.stdout.write(render_markdown(result, artifact=args.out))
     else:
         sys.stdout.write(render_text(result))
     if result.violations:
+        if args.out:
+            print(f"error: a refused plan is not saved to {args.out}", file=sys.stderr)
         return 1
+    if args.out:
+        problems = literal_secrets(result, sensitive)
+        if problems:
+            raise ValidationFailed(problems)
+        _write_atomically(Path(args.out), render_json(result, sensitive))
+        print(
+            f"Saved the plan to {args.out}; apply it with: reconciler apply {args.out}",
+            file=sys.stderr,
+        )
     if args.detailed_exitcode and result.changes:
         return 2
     return 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write next to the target, then rename: a reader never sees half a plan."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def state(args: argparse.Namespace) -> int:

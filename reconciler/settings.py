@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # Attempts per call and the time one call may spend retrying.
     max_attempts: int = Field(default=8, ge=1)
     max_retry_seconds: float = Field(default=120.0, gt=0)
+    # A saved plan older than this is refused as stale (seconds; 0 disables the age check):
+    # tasks end by themselves, so an old plan describes a cloud that may be gone.
+    plan_max_age: float = Field(default=24 * 3600, ge=0)
 
     @classmethod
     def settings_customise_sources(

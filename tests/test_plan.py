@@ -94,7 +94,9 @@ def test_unresolvable_reference_compares_by_name() -> None:
 
 def test_literal_sensitive_value_is_masked_in_outputs() -> None:
     records = applied([session("a", spec=spec("a", api_key="literal-key-1"))], {})
-    plan = make_plan([session("a", spec=spec("a", api_key="literal-key-2"))], records, META, SENSITIVE, {})
+    plan = make_plan(
+        [session("a", spec=spec("a", api_key="literal-key-2"))], records, META, SENSITIVE, {}
+    )
     assert plan.changes[0].sensitive_paths == ("/Config/LLMConfig/APIKey",)
     for output in (render_text(plan), render_json(plan, SENSITIVE)):
         assert "literal-key" not in output
@@ -126,7 +128,9 @@ def test_new_announcement_is_an_update_and_labels_only_touch_the_record() -> Non
     assert action.kind is ActionKind.UPDATE and not action.record_only
     assert action.announcements == (second,)
     assert "labels changed (record only)" in action.reason
-    plan = make_plan([session("a", announcements=(first,), protect=True)], records, META, SENSITIVE, secrets)
+    plan = make_plan(
+        [session("a", announcements=(first,), protect=True)], records, META, SENSITIVE, secrets
+    )
     assert plan.changes[0].record_only
 
 
@@ -135,7 +139,9 @@ def test_guards() -> None:
     records = applied([session(f"s{i}") for i in range(5)], secrets)
     empty = make_plan([], records, META, SENSITIVE, secrets)
     assert empty.violations and "--allow-empty" in empty.violations[0]
-    allowed = make_plan([], records, META, SENSITIVE, secrets, Guards(allow_empty=True, max_stops=5))
+    allowed = make_plan(
+        [], records, META, SENSITIVE, secrets, Guards(allow_empty=True, max_stops=5)
+    )
     assert not allowed.violations
     budget = make_plan([], records, META, SENSITIVE, secrets, Guards(allow_empty=True, max_stops=4))
     assert budget.violations and "--max-stops 5" in budget.violations[0]

@@ -16,6 +16,7 @@ from reconciler.core.plan import Action, ActionKind, FieldChange, Plan
 from reconciler.core.secrets import is_reference
 
 PLAN_FORMAT_VERSION = 1
+PLAN_KIND = "reconciler-plan"
 MASK = "(sensitive)"
 
 SYMBOLS = {
@@ -70,7 +71,7 @@ def _action_lines(action: Action) -> list[str]:
         reason += " — cuts the live conversation"
     lines.append(f"      {reason}")
     for change in action.field_changes:
-        lines.append(f"      ~ {change.path}: {_describe_change(change)}")
+        lines.append(f"      ~ {change.path}: {describe_change(change)}")
     for announcement in action.announcements:
         lines.append(
             f"      > announce {announcement.id} (interrupt_mode {announcement.interrupt_mode}): "
@@ -79,7 +80,7 @@ def _action_lines(action: Action) -> list[str]:
     return lines
 
 
-def _describe_change(change: FieldChange) -> str:
+def describe_change(change: FieldChange) -> str:
     if change.sensitive:
         return "(sensitive value changed)"
     before, after = display_value(change.before), display_value(change.after)
@@ -129,6 +130,7 @@ def plan_document(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> dict[s
     """The plan as the JSON document described by schemas/plan.schema.json."""
     summary = plan.summary
     return {
+        "kind": PLAN_KIND,
         "format_version": PLAN_FORMAT_VERSION,
         "lineage": plan.lineage,
         "serial": plan.serial,

@@ -1,0 +1,172 @@
+"""Saved plans: the reviewed plan, applied exactly as reviewed, or refused as stale.
+
+A saved plan is the JSON plan document (schemas/plan.schema.json) with `"kind":
+"reconciler-plan"`. It carries each action's declared session (references such as
+`${env:NAME}` as written, never a secret value), the state's lineage and serial it was made
+against, and its creation time. Applying it re-reads no manifest: the files may have moved on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from reconciler.core.model import Announcement, DesiredSession, Location, SessionRecord, StateMeta
+from reconciler.core.normalize import SensitivePaths
+from reconciler.core.plan import Action, ActionKind, FieldChange, Plan
+from reconciler.core.providers import RULES
+from reconciler.core.render import PLAN_FORMAT_VERSION, PLAN_KIND
+from reconciler.core.secrets import escape_token, is_reference
+from reconciler.errors import PlanRefused, Problem
+
+
+def is_saved_plan(document: Any) -> bool:
+    return isinstance(document, dict) and document.get("kind") == PLAN_KIND
+
+
+def literal_secrets(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> list[Problem]:
+    """Sensitive fields holding a literal value: such a plan cannot be saved, since the file
+    must not hold the secret and `apply FILE` would have nothing to send."""
+    problems: list[Problem] = []
+    for action in plan.actions:
+        session = action.desired
+        if session is None or action.kind is ActionKind.NOOP:
+            continue
+        paths = sensitive.get(session.provider, frozenset())
+        for pointer in _literal_sensitive_pointers(session.spec, paths):
+            problems.append(
+                Problem(
+                    session.source.file,
+                    f"{session.source.pointer}/spec{pointer}",
+                    "a saved plan cannot hold a literal secret: use ${env:NAME} or ${file:PATH}",
+                    session.source.line,
+                )
+            )
+    return problems
+
+
+def _literal_sensitive_pointers(spec: Any, paths: SensitivePaths) -> list[str]:
+    found: list[str] = []
+
+    def walk(node: Any, path: tuple[str, ...], pointer: str, sensitive: bool) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                child = (*path, key)
+                walk(value, child, f"{pointer}/{escape_token(key)}", child in paths)
+        elif isinstance(node, list):
+            child = (*path, "*")
+            for index, value in enumerate(node):
+                walk(value, child, f"{pointer}/{index}", sensitive or child in paths)
+        elif sensitive and node is not None and not is_reference(node):
+            found.append(pointer)
+
+    walk(spec, (), "", False)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class SavedPlan:
+    lineage: str
+    serial: int
+    created_at: str
+    actions: tuple[dict[str, Any], ...]
+
+
+def parse_saved_plan(document: Mapping[str, Any], path: str) -> SavedPlan:
+    if document.get("format_version") != PLAN_FORMAT_VERSION:
+        raise PlanRefused(
+            f"{path}: plan format version {document.get('format_version')!r} is not "
+            f"{PLAN_FORMAT_VERSION}: make the plan again with this reconciler"
+        )
+    if document.get("violations"):
+        raise PlanRefused(f"{path}: this plan was refused by a guard when it was made")
+    try:
+        return SavedPlan(
+            lineage=str(document["lineage"]),
+            serial=int(document["serial"]),
+            created_at=str(document["created_at"]),
+            actions=tuple(document["actions"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanRefused(f"{path}: not a usable saved plan ({exc})") from None
+
+
+def staleness(saved: SavedPlan, meta: StateMeta, now: datetime, max_age: float) -> str | None:
+    """Why the saved plan no longer describes this state, or None when it still does."""
+    if saved.lineage != meta.lineage:
+        return (
+            f"the plan is stale: it was made for another state (lineage {saved.lineage}, "
+            f"this state is {meta.lineage})"
+        )
+    if saved.serial != meta.serial:
+        return (
+            f"the plan is stale: the state changed since it was made (serial {saved.serial} "
+            f"then, {meta.serial} now): make a new plan"
+        )
+    if max_age > 0:
+        made = datetime.fromisoformat(saved.created_at.replace("Z", "+00:00"))
+        age = (now - made).total_seconds()
+        if age > max_age:
+            return (
+                f"the plan is stale: it is {age / 3600:.1f} h old, older than the maximum of "
+                f"{max_age / 3600:.1f} h (RECONCILER_PLAN_MAX_AGE): make a new plan"
+            )
+    return None
+
+
+def plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord]) -> Plan:
+    """The reviewed actions, bound to the records they were made against (same serial)."""
+    recorded = {record.name: record for record in records}
+    actions: list[Action] = []
+    for item in saved.actions:
+        kind = ActionKind(item["kind"])
+        if kind is ActionKind.NOOP:
+            continue
+        name = str(item["name"])
+        record = recorded.get(name)
+        if kind is not ActionKind.CREATE and record is None:
+            raise PlanRefused(f'the plan is stale: session "{name}" is no longer recorded')
+        desired = item.get("desired")
+        actions.append(
+            Action(
+                kind=kind,
+                name=name,
+                provider=str(item["provider"]),
+                identity=str(item["identity"]),
+                reason=str(item["reason"]),
+                changed_paths=tuple(item.get("changed_paths", ())),
+                sensitive_paths=tuple(item.get("sensitive_paths", ())),
+                field_changes=tuple(
+                    FieldChange(c["path"], c["before"], c["after"], bool(c["sensitive"]))
+                    for c in item.get("field_changes", ())
+                ),
+                previous_identity=item.get("previous_identity"),
+                announcements=tuple(_announcement(a) for a in item.get("announcements", ())),
+                desired=_desired(desired) if desired is not None else None,
+                recorded=record,
+            )
+        )
+    return Plan(tuple(actions), saved.lineage, saved.serial, created_at=saved.created_at)
+
+
+def _announcement(item: Mapping[str, Any]) -> Announcement:
+    return Announcement(str(item["id"]), str(item["message"]), int(item["interrupt_mode"]))
+
+
+def _desired(item: Mapping[str, Any]) -> DesiredSession:
+    provider = str(item["provider"])
+    spec = dict(item["spec"])
+    source = item.get("source", {})
+    return DesiredSession(
+        name=str(item["name"]),
+        provider=provider,
+        identity=RULES[provider].identity(spec),
+        spec=spec,
+        labels=dict(item.get("labels", {})),
+        protect=bool(item.get("protect", False)),
+        announcements=tuple(_announcement(a) for a in item.get("announcements", ())),
+        passthrough=tuple(item.get("passthrough", ())),
+        source=Location(str(source.get("file", "")), str(source.get("pointer", ""))),
+    )
