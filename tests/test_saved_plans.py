@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from gitops_helpers import Workspace, session, workspace
 
 __all__ = ["workspace"]
