@@ -64,34 +64,46 @@ class RetryPolicy:
         return isinstance(error, ProviderError) and error.kind is ErrorKind.RETRYABLE
 
 
+def _retry_after_floor(state: RetryCallState, policy: RetryPolicy) -> float | None:
+    """The wait the server asked for (bounded to 3 × the longest single wait), if it did."""
+    error = state.outcome.exception() if state.outcome else None
+    if isinstance(error, ProviderError) and error.retry_after is not None:
+        return min(error.retry_after, policy.cap_seconds * 3)
+    return None
+
+
 class _RetryAfterFloor:
-    """Full jitter, never shorter than what the server asked for."""
+    """Full jitter, never shorter than what the server asked for, never past the budget."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.jitter = wait_random_exponential(
             multiplier=policy.base_seconds, max=policy.cap_seconds
         )
-        self.cap = policy.cap_seconds
+        self.policy = policy
 
     def __call__(self, state: RetryCallState) -> float:
-        wait = float(self.jitter(state))
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, ProviderError) and error.retry_after is not None:
-            wait = max(wait, min(error.retry_after, self.cap * 3))
-        return wait
+        remaining = max(0.0, self.policy.max_wait_seconds - state.idle_for)
+        wait = min(float(self.jitter(state)), remaining)
+        floor = _retry_after_floor(state, self.policy)
+        # A floor beyond the remaining budget never gets here: _WaitBudget gives up first.
+        return wait if floor is None else max(wait, floor)
 
 
 class _WaitBudget:
-    """Stop once the waits so far have used the budget (counted in slept time, so the cap holds
-    under a fake clock too)."""
+    """Stop at the attempt cap, or once the waits would go past the budget (counted in slept
+    time, so the cap holds under a fake clock too). The budget holds for the total: the last
+    wait is shortened to fit, and a Retry-After longer than what is left ends the retries."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
 
     def __call__(self, state: RetryCallState) -> bool:
+        remaining = self.policy.max_wait_seconds - state.idle_for
+        floor = _retry_after_floor(state, self.policy)
         return (
             state.attempt_number >= self.policy.max_attempts
-            or state.idle_for >= self.policy.max_wait_seconds
+            or remaining <= 0
+            or (floor is not None and floor > remaining)
         )
 
 

@@ -21,7 +21,7 @@ def resolve(
     values: dict[str, str] = {}
     missing: list[str] = []
     for reference in sorted(set(references)):
-        match = REFERENCE.match(reference)
+        match = REFERENCE.fullmatch(reference)
         if match is None:
             missing.append(f"{reference} (not a reference)")
             continue

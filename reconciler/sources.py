@@ -35,8 +35,9 @@ def _walk(root: str) -> list[str]:
     return files
 
 
-def read_documents(paths: list[str]) -> list[Document]:
-    """Every document under the paths; every unreadable one reported at once."""
+def read_documents(paths: list[str]) -> tuple[list[Document], list[Problem]]:
+    """Every readable document under the paths, and a problem for each one that is not (the
+    caller still validates the others, so every problem is reported at once)."""
     files, problems = discover(paths)
     documents: list[Document] = []
     for path in files:
@@ -55,6 +56,4 @@ def read_documents(paths: list[str]) -> list[Document]:
             documents.append(parse_document(path, data))
         except ValidationFailed as failed:
             problems.extend(failed.problems)
-    if problems:
-        raise ValidationFailed(problems)
-    return documents
+    return documents, problems

@@ -25,9 +25,10 @@ def schema_set() -> SchemaSet:
 
 def load_desired(paths: Sequence[str]) -> tuple[DesiredSession, ...]:
     """Read and validate every file; raise ValidationFailed with every problem at once."""
-    result = validate_documents(read_documents(list(paths)), schema_set())
-    if not result.ok:
-        raise ValidationFailed(list(result.problems))
+    documents, unreadable = read_documents(list(paths))
+    result = validate_documents(documents, schema_set())
+    if unreadable or not result.ok:
+        raise ValidationFailed([*unreadable, *result.problems])
     return result.sessions
 
 

@@ -10,21 +10,23 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-REFERENCE = re.compile(r"^\$\{(env|file):([^}]+)\}$")
+REFERENCE = re.compile(r"\$\{(env|file):([^}\n]+)\}")
 # Anything shaped like an attempt at a reference, so a typo (`${vault:x}`, `${env:}`) is an error
 # rather than a literal string silently sent to the cloud.
-LOOKS_LIKE_REFERENCE = re.compile(r"^\$\{.*\}$", re.DOTALL)
+LOOKS_LIKE_REFERENCE = re.compile(r"\$\{.*\}\s*", re.DOTALL)
 
 
 def is_reference(value: object) -> bool:
-    return isinstance(value, str) and value.startswith("${") and REFERENCE.match(value) is not None
+    return (
+        isinstance(value, str) and value.startswith("${") and REFERENCE.fullmatch(value) is not None
+    )
 
 
 def looks_like_reference(value: object) -> bool:
     return (
         isinstance(value, str)
         and value.startswith("${")
-        and bool(LOOKS_LIKE_REFERENCE.match(value))
+        and bool(LOOKS_LIKE_REFERENCE.fullmatch(value))
     )
 
 

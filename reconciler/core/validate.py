@@ -262,7 +262,7 @@ def _explain(error: ValidationError) -> list[tuple[str, str]]:
         ]
     if error.validator in _CONTENT_KEYWORDS and is_reference(instance):
         return []  # checked when the reference is resolved, at apply time
-    return [(pointer, _short(error.message))]
+    return [(pointer, _short(error.message, instance))]
 
 
 def _unknown_field(key: str, known: Sequence[str]) -> str:
@@ -274,8 +274,14 @@ def _unknown_field(key: str, known: Sequence[str]) -> str:
     return f'unknown field "{key}"{hint}'
 
 
-def _short(message: str, limit: int = 200) -> str:
-    return message if len(message) <= limit else message[: limit - 15] + " ... " + message[-10:]
+def _short(message: str, instance: Any, limit: int = 200) -> str:
+    """jsonschema quotes the whole offending value; clip the value, keep what is said of it."""
+    if len(message) <= limit:
+        return message
+    quoted = repr(instance)
+    if quoted in message and len(quoted) > 60:
+        message = message.replace(quoted, quoted[:50] + "…" + quoted[-1], 1)
+    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 def _without(spec: dict[str, Any], pointers: Sequence[str]) -> dict[str, Any]:

@@ -8,25 +8,22 @@ table exists, so a migration and the version it reaches commit together.
 
 from __future__ import annotations
 
-import dataclasses
-import fcntl
 import json
 import os
 import secrets
-import socket
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta, Status
-from reconciler.errors import LockHeld, LockHolder, StateError
+from reconciler.errors import LockHolder, StateError
 from reconciler.state.base import RecordChange
+from reconciler.state.filelock import FileLock, open_private
 
 # "RCNL": marks the file as ours, so a foreign SQLite database is refused rather than migrated.
 APPLICATION_ID = 0x52434E4C
@@ -112,6 +109,7 @@ class SqliteStateStore:
         self.lock_path = Path(f"{self.path}.lock")
         self._retention = journal_retention
         self._clock = clock
+        self._file_lock = FileLock(self.lock_path, self._now)
         # One connection serialised by a mutex: apply may finish intents from worker threads,
         # and SQLite allows one writer at a time anyway.
         self._mutex = threading.RLock()
@@ -124,7 +122,7 @@ class SqliteStateStore:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # SQLite gives the -wal and -shm files the database file's mode, so creating the
             # database 0600 before SQLite sees it keeps all three private.
-            os.close(_open_private(self.path, os.O_RDWR))
+            os.close(open_private(self.path, os.O_RDWR))
         except OSError as exc:
             raise StateError(f"cannot create state at {self.path}: {exc}") from exc
         try:
@@ -321,62 +319,13 @@ class SqliteStateStore:
 
     # -- the writer lock ------------------------------------------------------------------
 
-    @contextmanager
-    def lock(self, command: str) -> Iterator[None]:
-        """flock on `<path>.lock`: the kernel drops it when the holder dies, so a crashed
-        apply never leaves a stale lock. The file is truncated, never deleted, on release:
-        unlinking a flock file lets two processes lock two different inodes. The descriptor
-        is close-on-exec, so a child process cannot inherit the lock and outlive us with it."""
-        try:
-            fd = _open_private(self.lock_path, os.O_RDWR)
-        except OSError as exc:
-            raise StateError(f"cannot open lock file {self.lock_path}: {exc}") from exc
-        try:
-            self._acquire(fd)
-            holder = LockHolder(os.getpid(), socket.gethostname(), command, self._now())
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(dataclasses.asdict(holder)).encode(), 0)
-            try:
-                yield
-            finally:
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-    def _acquire(self, fd: int) -> None:
-        # A lock_holder() probe holds the lock (shared) for a moment, and a new holder
-        # has the lock before it has written its name: an anonymous holder gets a few short
-        # retries before it is reported, a named one is reported at once.
-        for _ in range(20):
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                if holder is not None:
-                    raise LockHeld(holder) from None
-                time.sleep(0.01)
-        raise LockHeld(None)
+    def lock(self, command: str) -> AbstractContextManager[None]:
+        """flock on `<path>.lock` (see filelock.py): the kernel drops it when the holder dies,
+        so a crashed apply never leaves a stale lock."""
+        return self._file_lock.hold(command)
 
     def lock_holder(self) -> LockHolder | None:
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StateError(f"cannot open lock file {self.lock_path}: {exc}") from exc
-        try:
-            # A shared probe: if it is granted nobody holds the exclusive lock, and two
-            # concurrent probes do not see each other as holders.
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return _read_holder(fd)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
+        return self._file_lock.holder()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -475,35 +424,3 @@ def _string_map(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise TypeError(f"expected a JSON object, got {type(value).__name__}")
     return {str(key): str(item) for key, item in value.items()}
-
-
-def _open_private(path: Path, flags: int) -> int:
-    """Open `path`, creating it mode 0600 if missing. The mode is set on the new file itself
-    rather than through os.umask(), which is process-wide and would race with other threads.
-    An existing file keeps the mode its owner gave it."""
-    try:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        return os.open(path, flags | os.O_CLOEXEC)
-    try:
-        os.fchmod(fd, 0o600)  # a umask can only narrow the mode; make it exactly 0600
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _read_holder(fd: int) -> LockHolder | None:
-    """The holder named in the lock file, or None when it is empty or unreadable (a holder
-    between taking the lock and writing its name, or a file written by something else)."""
-    try:
-        data = json.loads(os.pread(fd, 65536, 0))
-        holder = LockHolder(
-            pid=int(data["pid"]),
-            host=str(data["host"]),
-            command=str(data["command"]),
-            since=str(data["since"]),
-        )
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
-    return holder

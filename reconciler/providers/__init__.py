@@ -1,0 +1,1 @@
+"""Cloud provider clients: request signing and the wire calls of each provider API."""

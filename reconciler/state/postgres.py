@@ -1,0 +1,855 @@
+"""The state store in a PostgreSQL schema, with a session advisory lock as the writer lock.
+
+Layout: one schema (the `schema` argument, else the first entry of the URL's
+`options=-csearch_path=...`, else `public`) holds `schema_version` (one row), `meta`, `sessions`,
+`journal` and `lock_holder`. Every statement names its tables with the schema, so the session's
+search_path never matters and a pooler that resets it cannot send us elsewhere.
+
+Migrations run in one transaction holding a transaction-level advisory lock: two runners opening
+a new state at once take turns instead of colliding on CREATE TABLE, and the version a migration
+reaches commits with it.
+
+The writer lock is a session-level advisory lock on a connection of its own, held for the lock's
+lifetime: when the holder dies its connection dies and the server frees the lock. A holder whose
+connection survives it (a hung process, a half-open TCP connection) is removed with
+`force_unlock()`, which terminates the backend holding the lock (`reconciler state unlock`).
+
+Advisory lock keys are 64-bit, derived from the schema name (advisory locks are already scoped to
+one database), so states in different schemas of one database never contend:
+    writer lock    blake2b("reconciler writer lock\\0" + schema, 8 bytes) as a signed int64
+    migrations     blake2b("reconciler migration\\0" + schema, 8 bytes) as a signed int64
+
+The URL's password never appears in an error message: stores name themselves by `location`
+(`postgresql://user@host:port/db (schema s)`), and driver messages are scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, LiteralString
+from urllib.parse import unquote
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+
+from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta, Status
+from reconciler.errors import LockHeld, LockHolder, StateError
+from reconciler.state.base import RecordChange
+
+JOURNAL_RETENTION = 10_000  # the same as SQLite's: the newest finished entries kept
+DEFAULT_SCHEMA = "public"
+APPLICATION_NAME = "reconciler"
+# libpq waits forever by default; a state store that cannot be reached should say so instead.
+CONNECT_TIMEOUT_SECONDS = 10
+# How long force_unlock() waits for a terminated backend to let go of the lock.
+TERMINATE_WAIT_SECONDS = 10.0
+
+# A holder that has the lock but has not registered itself yet is retried this often, this far
+# apart, before it is reported from pg_stat_activity (as the SQLite store does with its file).
+_UNREGISTERED_RETRIES = 20
+_UNREGISTERED_RETRY_SLEEP = 0.01
+
+# Ordered migrations: entry N-1 takes the schema from version N-1 to N. Placeholders name the
+# schema-qualified tables. Text columns hold the timestamps and JSON documents exactly as the
+# SQLite store keeps them, so both answer with identical strings; the string maps are jsonb so
+# operators can query them.
+MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
+    (
+        """CREATE TABLE {meta} (
+            id integer PRIMARY KEY CHECK (id = 1),
+            lineage text NOT NULL,
+            serial bigint NOT NULL,
+            fingerprint_key bytea NOT NULL,
+            created_at text NOT NULL
+        )""",
+        """CREATE TABLE {sessions} (
+            name text PRIMARY KEY,
+            provider text NOT NULL,
+            identity text NOT NULL,
+            fingerprint text NOT NULL,
+            spec_json text NOT NULL,
+            status text NOT NULL,
+            provider_ids jsonb NOT NULL,
+            announcements_delivered jsonb NOT NULL,
+            protect boolean NOT NULL,
+            labels jsonb NOT NULL,
+            created_at text NOT NULL,
+            updated_at text NOT NULL,
+            last_error text
+        )""",
+        # An identity is backed by a sequence: ids handed out by begin_intent are never
+        # reused, even after pruning.
+        """CREATE TABLE {journal} (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            name text NOT NULL,
+            op text NOT NULL,
+            provider text NOT NULL,
+            identity text NOT NULL,
+            payload_json text NOT NULL,
+            started_at text NOT NULL,
+            outcome text,
+            finished_at text
+        )""",
+        # Partial indexes keep pending_intents() and pruning cheap however long the audit grows.
+        "CREATE INDEX journal_pending ON {journal} (id) WHERE outcome IS NULL",
+        "CREATE INDEX journal_finished ON {journal} (id) WHERE outcome IS NOT NULL",
+        # Who took the writer lock, written by the holder once it has the lock. Only trusted
+        # while pg_locks shows backend_pid holding the lock: a killed holder leaves its row.
+        """CREATE TABLE {lock_holder} (
+            id integer PRIMARY KEY CHECK (id = 1),
+            backend_pid integer NOT NULL,
+            pid integer NOT NULL,
+            host text NOT NULL,
+            command text NOT NULL,
+            since text NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Relations a migration creates: finding one in a schema without schema_version means the
+# schema belongs to something else, which is refused rather than migrated.
+_OWN_RELATIONS = [
+    "meta",
+    "sessions",
+    "journal",
+    "journal_id_seq",
+    "journal_pending",
+    "journal_finished",
+    "lock_holder",
+]
+
+_RECORD_COLUMNS: LiteralString = (
+    "name, provider, identity, fingerprint, spec_json, status, provider_ids,"
+    " announcements_delivered, protect, labels, created_at, updated_at, last_error"
+)
+_JOURNAL_COLUMNS: LiteralString = (
+    "id, name, op, provider, identity, payload_json, started_at, outcome, finished_at"
+)
+
+_UPSERT_RECORD: LiteralString = (
+    "INSERT INTO {sessions} (" + _RECORD_COLUMNS + ")"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (name) DO UPDATE SET provider = EXCLUDED.provider,"
+    " identity = EXCLUDED.identity, fingerprint = EXCLUDED.fingerprint,"
+    " spec_json = EXCLUDED.spec_json, status = EXCLUDED.status,"
+    " provider_ids = EXCLUDED.provider_ids,"
+    " announcements_delivered = EXCLUDED.announcements_delivered,"
+    " protect = EXCLUDED.protect, labels = EXCLUDED.labels,"
+    " created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
+    " last_error = EXCLUDED.last_error"
+)
+
+# The backend holding the writer lock, the holder row if that backend wrote it, and what
+# pg_stat_activity says about the backend. A bigint advisory key shows in pg_locks as its high
+# and low 32 bits in classid and objid, with objsubid 1.
+_PROBE_LOCK: LiteralString = """
+    SELECT l.pid AS backend_pid,
+           h.pid AS holder_pid, h.host AS holder_host, h.command AS holder_command,
+           h.since AS holder_since,
+           a.pid AS activity_pid, a.application_name, host(a.client_addr) AS client_addr,
+           a.client_hostname, a.client_port, a.backend_start
+    FROM pg_catalog.pg_locks AS l
+    LEFT JOIN {lock_holder} AS h ON h.backend_pid = l.pid
+    LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted
+      AND l.database = (SELECT oid FROM pg_catalog.pg_database
+                        WHERE datname = pg_catalog.current_database())
+      AND l.classid = %s::oid AND l.objid = %s::oid AND l.objsubid = 1
+    LIMIT 1
+"""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def advisory_key(purpose: str, schema: str) -> int:
+    """A stable signed 64-bit advisory lock key for `purpose` in `schema`."""
+    digest = hashlib.blake2b(f"reconciler {purpose}\0{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """What is known about the backend holding the writer lock."""
+
+    backend_pid: int
+    holder: LockHolder | None
+    registered: bool  # the holder came from its own lock_holder row, not pg_stat_activity
+
+
+class PostgresStateStore:
+    """A StateStore in a PostgreSQL schema; safe to share between threads of one process."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        journal_retention: int = JOURNAL_RETENTION,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._secrets = _secrets_in(url)
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            # `from None`: libpq quotes the offending part of the URL, which may hold the
+            # password, and a chained cause would print it in a traceback.
+            raise StateError(
+                f"the PostgreSQL state URL is not valid: {self._redact(exc)}"
+            ) from None
+        self._secrets = sorted({*self._secrets, *_expand(str(params.get("password") or ""))})
+        self._conninfo = url
+        self._connect_args: dict[str, Any] = {}
+        if "connect_timeout" not in params:
+            self._connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        self._application_name = str(params.get("application_name") or APPLICATION_NAME)
+        self.schema = schema if schema is not None else schema_from_options(params)
+        self.location = f"{_display(params)} (schema {self.schema})"
+        self.lock_key = advisory_key("writer lock", self.schema)
+        self._migration_key = advisory_key("migration", self.schema)
+        self._retention = journal_retention
+        self._clock = clock
+        self._names = {
+            name: sql.Identifier(self.schema, name)
+            for name in ("meta", "sessions", "journal", "lock_holder", "schema_version")
+        }
+        self._names["schema"] = sql.Identifier(self.schema)
+        self._statements: dict[str, sql.Composed] = {}
+        # One connection serialised by a mutex for records and journal, as in the SQLite
+        # store: apply may finish intents from worker threads. Lock connections are separate.
+        self._mutex = threading.RLock()
+        self._closed = False
+        self._conn: psycopg.Connection[DictRow] | None = None
+        self._lock_conns: set[psycopg.Connection[DictRow]] = set()
+        self._lock_conns_mutex = threading.Lock()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections and transactions ----------------------------------------------------
+
+    def _sql(self, template: LiteralString) -> sql.Composed:
+        statement = self._statements.get(template)
+        if statement is None:
+            statement = sql.SQL(template).format(**self._names)
+            self._statements[template] = statement
+        return statement
+
+    def _connect(self, application_name: str) -> psycopg.Connection[DictRow]:
+        try:
+            return psycopg.connect(
+                self._conninfo,
+                autocommit=True,  # transactions are explicit: conn.transaction()
+                row_factory=dict_row,
+                application_name=application_name,
+                **self._connect_args,
+            )
+        except psycopg.Error as exc:
+            # `from None` for the same reason as a URL that does not parse.
+            raise StateError(
+                f"cannot connect to the PostgreSQL state at {self.location}: {self._redact(exc)}"
+            ) from None
+
+    @contextmanager
+    def _session(self) -> Iterator[psycopg.Connection[DictRow]]:
+        with self._mutex:
+            if self._closed:
+                raise StateError(f"state at {self.location} is closed")
+            if self._conn is None or self._conn.broken or self._conn.closed:
+                # A server restart or a dropped connection fails the call that met it; the
+                # next call reconnects instead of failing for the rest of a daemon's life.
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = self._connect(self._application_name)
+            try:
+                yield self._conn
+            except psycopg.Error as exc:
+                raise StateError(f"state at {self.location}: {self._redact(exc)}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[psycopg.Connection[DictRow]]:
+        """One transaction; any exception, ours included, rolls all of it back."""
+        with self._session() as conn, conn.transaction():
+            yield conn
+
+    def _redact(self, error: BaseException | str) -> str:
+        message = str(error).strip()
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return message
+
+    # -- migrating -----------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._session() as conn:
+            # Fast path without the migration lock: opening an up-to-date state (the common
+            # case) must not queue behind another runner's migration.
+            if self._version(conn) == SCHEMA_VERSION and self._has_meta(conn):
+                return
+            with conn.transaction():
+                conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (self._migration_key,))
+                # Re-read under the lock: another runner may have migrated meanwhile.
+                version = self._version(conn)
+                if version == 0:
+                    self._refuse_foreign(conn)
+                    exists = conn.execute(
+                        "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
+                    ).fetchone()
+                    if exists is None:
+                        # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE
+                        # privilege on the database even when the schema is already there.
+                        conn.execute(self._sql("CREATE SCHEMA {schema}"))
+                    conn.execute(
+                        self._sql(
+                            "CREATE TABLE IF NOT EXISTS {schema_version} ("
+                            " id integer PRIMARY KEY CHECK (id = 1), version integer NOT NULL)"
+                        )
+                    )
+                for statements in MIGRATIONS[version:]:
+                    for statement in statements:
+                        conn.execute(self._sql(statement))
+                conn.execute(
+                    self._sql(
+                        "INSERT INTO {schema_version} (id, version) VALUES (1, %s)"
+                        " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version"
+                    ),
+                    (SCHEMA_VERSION,),
+                )
+                conn.execute(
+                    self._sql(
+                        "INSERT INTO {meta} (id, lineage, serial, fingerprint_key, created_at)"
+                        " VALUES (1, %s, 0, %s, %s) ON CONFLICT (id) DO NOTHING"
+                    ),
+                    (uuid.uuid4().hex, secrets.token_bytes(32), self._now()),
+                )
+
+    def _version(self, conn: psycopg.Connection[DictRow]) -> int:
+        found = conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s"
+            " AND tablename = 'schema_version'",
+            (self.schema,),
+        ).fetchone()
+        if found is None:
+            return 0
+        row = conn.execute(self._sql("SELECT version FROM {schema_version}")).fetchone()
+        version = 0 if row is None else int(row["version"])
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"state at {self.location} has schema version {version}; this reconciler knows"
+                f" up to {SCHEMA_VERSION}: upgrade reconciler"
+            )
+        return version
+
+    def _has_meta(self, conn: psycopg.Connection[DictRow]) -> bool:
+        return conn.execute(self._sql("SELECT 1 FROM {meta}")).fetchone() is not None
+
+    def _refuse_foreign(self, conn: psycopg.Connection[DictRow]) -> None:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_catalog.pg_class AS c"
+            " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = ANY(%s) ORDER BY c.relname",
+            (self.schema, _OWN_RELATIONS),
+        ).fetchall()
+        if rows:
+            names = ", ".join(str(row["relname"]) for row in rows)
+            raise StateError(
+                f"{self.location} is not a reconciler state: it has {names} but no"
+                " schema_version table; choose another schema"
+            )
+
+    # -- meta and records ----------------------------------------------------------------
+
+    def meta(self) -> StateMeta:
+        with self._session() as conn:
+            row = conn.execute(
+                self._sql("SELECT lineage, serial, fingerprint_key FROM {meta}")
+            ).fetchone()
+        if row is None:
+            raise StateError(f"state at {self.location} has no meta row")
+        return StateMeta(str(row["lineage"]), int(row["serial"]), bytes(row["fingerprint_key"]))
+
+    def list_records(self) -> list[SessionRecord]:
+        with self._session() as conn:
+            rows = conn.execute(
+                self._sql("SELECT " + _RECORD_COLUMNS + " FROM {sessions} ORDER BY name")
+            ).fetchall()
+        return [self._record(row) for row in rows]
+
+    def get_record(self, name: str) -> SessionRecord | None:
+        with self._session() as conn:
+            row = conn.execute(
+                self._sql("SELECT " + _RECORD_COLUMNS + " FROM {sessions} WHERE name = %s"),
+                (name,),
+            ).fetchone()
+        return None if row is None else self._record(row)
+
+    def put_record(self, record: SessionRecord) -> None:
+        with self._write() as conn:
+            self._upsert(conn, record)
+            self._bump(conn)
+
+    def delete_record(self, name: str) -> bool:
+        with self._write() as conn:
+            deleted = self._delete(conn, name)
+            if deleted:
+                self._bump(conn)
+        return deleted
+
+    def _upsert(self, conn: psycopg.Connection[DictRow], record: SessionRecord) -> None:
+        conn.execute(
+            self._sql(_UPSERT_RECORD),
+            (
+                record.name,
+                record.provider,
+                record.identity,
+                record.fingerprint,
+                record.spec_json,
+                Status(record.status).value,
+                Jsonb(dict(record.provider_ids)),
+                Jsonb(list(record.announcements_delivered)),
+                record.protect,
+                Jsonb(dict(record.labels)),
+                record.created_at,
+                record.updated_at,
+                record.last_error,
+            ),
+        )
+
+    def _delete(self, conn: psycopg.Connection[DictRow], name: str) -> bool:
+        cursor = conn.execute(self._sql("DELETE FROM {sessions} WHERE name = %s"), (name,))
+        return cursor.rowcount > 0
+
+    def _bump(self, conn: psycopg.Connection[DictRow]) -> None:
+        # In SQL, not read-modify-write: the row lock makes two processes' bumps add up.
+        conn.execute(self._sql("UPDATE {meta} SET serial = serial + 1"))
+
+    # -- journal -------------------------------------------------------------------------
+
+    def begin_intent(
+        self, name: str, op: JournalOp, provider: str, identity: str, payload_json: str
+    ) -> int:
+        with self._write() as conn:
+            row = conn.execute(
+                self._sql(
+                    "INSERT INTO {journal} (name, op, provider, identity, payload_json,"
+                    " started_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
+                ),
+                (name, JournalOp(op).value, provider, identity, payload_json, self._now()),
+            ).fetchone()
+        if row is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
+            raise StateError(f"state at {self.location}: journal insert returned no id")
+        return int(row["id"])
+
+    def finish_intent(self, entry_id: int, outcome: str, change: RecordChange | None) -> None:
+        with self._write() as conn:
+            updated = conn.execute(
+                self._sql(
+                    "UPDATE {journal} SET outcome = %s, finished_at = %s"
+                    " WHERE id = %s AND outcome IS NULL"
+                ),
+                (outcome, self._now(), entry_id),
+            ).rowcount
+            if updated == 0:
+                # Raising rolls the change back too: a record must never move without the
+                # intent that explains it.
+                known = conn.execute(
+                    self._sql("SELECT 1 FROM {journal} WHERE id = %s"), (entry_id,)
+                ).fetchone()
+                state = "is already finished" if known else "does not exist"
+                raise StateError(f"journal entry {entry_id} in {self.location} {state}")
+            changed = False
+            if change is not None and change.delete is not None:
+                changed = self._delete(conn, change.delete)
+            if change is not None and change.put is not None:
+                self._upsert(conn, change.put)
+                changed = True
+            if changed:
+                self._bump(conn)
+            self._prune(conn)
+
+    def _prune(self, conn: psycopg.Connection[DictRow]) -> None:
+        # Pending intents are never pruned: they are needed to recover after a crash.
+        conn.execute(
+            self._sql(
+                "DELETE FROM {journal} WHERE outcome IS NOT NULL AND id <= ("
+                " SELECT id FROM {journal} WHERE outcome IS NOT NULL"
+                " ORDER BY id DESC LIMIT 1 OFFSET %s)"
+            ),
+            (self._retention,),
+        )
+
+    def pending_intents(self) -> list[JournalEntry]:
+        with self._session() as conn:
+            rows = conn.execute(
+                self._sql(
+                    "SELECT " + _JOURNAL_COLUMNS + " FROM {journal} WHERE outcome IS NULL"
+                    " ORDER BY id"
+                )
+            ).fetchall()
+        return [self._entry(row) for row in rows]
+
+    def recent_journal(self, limit: int) -> list[JournalEntry]:
+        if limit <= 0:  # PostgreSQL refuses a negative LIMIT; SQLite reads it as "all"
+            return []
+        with self._session() as conn:
+            rows = conn.execute(
+                self._sql(
+                    "SELECT " + _JOURNAL_COLUMNS + " FROM {journal} ORDER BY id DESC LIMIT %s"
+                ),
+                (limit,),
+            ).fetchall()
+        return [self._entry(row) for row in rows]
+
+    # -- the writer lock -----------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """A session advisory lock on a connection of its own, named `reconciler: <command>`
+        in pg_stat_activity. A new connection per call: advisory locks are re-entrant within
+        one session, so a second lock() of this very store is refused like any other."""
+        if self._closed:
+            raise StateError(f"state at {self.location} is closed")
+        conn = self._connect(f"{APPLICATION_NAME}: {command}")
+        with self._lock_conns_mutex:
+            self._lock_conns.add(conn)
+        try:
+            self._acquire(conn, command)
+            try:
+                yield
+            finally:
+                self._release(conn)
+        finally:
+            with self._lock_conns_mutex:
+                self._lock_conns.discard(conn)
+            conn.close()
+
+    def _acquire(self, conn: psycopg.Connection[DictRow], command: str) -> None:
+        # A new holder has the lock a moment before it has registered its name: an
+        # unregistered holder gets a few short retries before it is reported from
+        # pg_stat_activity, a registered one is reported at once.
+        probe: _Probe | None = None
+        try:
+            for _ in range(_UNREGISTERED_RETRIES):
+                row = conn.execute(
+                    "SELECT pg_catalog.pg_try_advisory_lock(%s) AS acquired", (self.lock_key,)
+                ).fetchone()
+                if row is not None and row["acquired"]:
+                    self._register(conn, command)
+                    return
+                probe = self._probe(conn)
+                if probe is not None and probe.registered:
+                    raise LockHeld(probe.holder)
+                time.sleep(_UNREGISTERED_RETRY_SLEEP)
+        except psycopg.Error as exc:
+            raise StateError(f"state at {self.location}: {self._redact(exc)}") from exc
+        raise LockHeld(None if probe is None else probe.holder)
+
+    def _register(self, conn: psycopg.Connection[DictRow], command: str) -> None:
+        conn.execute(
+            self._sql(
+                "INSERT INTO {lock_holder} (id, backend_pid, pid, host, command, since)"
+                " VALUES (1, pg_catalog.pg_backend_pid(), %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET backend_pid = EXCLUDED.backend_pid,"
+                " pid = EXCLUDED.pid, host = EXCLUDED.host, command = EXCLUDED.command,"
+                " since = EXCLUDED.since"
+            ),
+            (os.getpid(), socket.gethostname(), command, self._now()),
+        )
+
+    def _release(self, conn: psycopg.Connection[DictRow]) -> None:
+        # Unlocked explicitly rather than by closing: the server ends a closed session a
+        # moment later, and the next lock() right after ours must find the lock free. If the
+        # session is already gone (force_unlock terminated it), so is the lock; closing the
+        # connection, the caller's next step, ends the session in any case, so an error here
+        # must not hide the exception that ended the block.
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(
+                self._sql(
+                    "DELETE FROM {lock_holder} WHERE backend_pid = pg_catalog.pg_backend_pid()"
+                )
+            )
+            conn.execute("SELECT pg_catalog.pg_advisory_unlock(%s)", (self.lock_key,))
+
+    def lock_holder(self) -> LockHolder | None:
+        """The registered holder while its backend holds the lock; otherwise the backend that
+        does, from pg_stat_activity (pid is then the server's backend pid and host the client
+        address the server sees); None when nobody holds it or the backend is not visible."""
+        with self._session() as conn:
+            probe = self._probe(conn)
+        return None if probe is None else probe.holder
+
+    def force_unlock(self) -> None:
+        """Terminate the backend holding the writer lock, which frees it, and wait until it
+        has; raise StateError when nothing holds the lock."""
+        with self._session() as conn:
+            probe = self._probe(conn)
+            if probe is None:
+                raise StateError(f"state at {self.location} is not locked: nothing to unlock")
+            pid = probe.backend_pid
+            conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", (pid,))
+            # The signal is asynchronous: wait for the backend to exit, so that the lock is
+            # free when this returns.
+            deadline = time.monotonic() + TERMINATE_WAIT_SECONDS
+            while (still := self._probe(conn)) is not None and still.backend_pid == pid:
+                if time.monotonic() >= deadline:
+                    raise StateError(
+                        f"state at {self.location}: PostgreSQL backend {pid} was told to"
+                        " terminate but still holds the lock"
+                    )
+                time.sleep(0.05)
+            conn.execute(self._sql("DELETE FROM {lock_holder} WHERE backend_pid = %s"), (pid,))
+
+    def _probe(self, conn: psycopg.Connection[DictRow]) -> _Probe | None:
+        unsigned = self.lock_key & 0xFFFF_FFFF_FFFF_FFFF
+        row = conn.execute(
+            self._sql(_PROBE_LOCK), (unsigned >> 32, unsigned & 0xFFFF_FFFF)
+        ).fetchone()
+        if row is None:
+            return None
+        backend_pid = int(row["backend_pid"])
+        if row["holder_pid"] is not None:
+            holder = LockHolder(
+                pid=int(row["holder_pid"]),
+                host=str(row["holder_host"]),
+                command=str(row["holder_command"]),
+                since=str(row["holder_since"]),
+            )
+            return _Probe(backend_pid, holder, registered=True)
+        if row["activity_pid"] is None:
+            return _Probe(backend_pid, None, registered=False)
+        return _Probe(backend_pid, _backend_holder(backend_pid, row), registered=False)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection, the lock connections included (which frees a held lock)."""
+        with self._lock_conns_mutex:
+            lock_conns = list(self._lock_conns)
+            self._lock_conns.clear()
+        for conn in lock_conns:
+            conn.close()
+        with self._mutex:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> PostgresStateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- row conversion ------------------------------------------------------------------
+
+    def _now(self) -> str:
+        return _iso(self._clock())
+
+    def _record(self, row: DictRow) -> SessionRecord:
+        try:
+            return SessionRecord(
+                name=row["name"],
+                provider=row["provider"],
+                identity=row["identity"],
+                fingerprint=row["fingerprint"],
+                spec_json=row["spec_json"],
+                status=Status(row["status"]),
+                provider_ids=_string_map(row["provider_ids"]),
+                announcements_delivered=_string_tuple(row["announcements_delivered"]),
+                protect=bool(row["protect"]),
+                labels=_string_map(row["labels"]),
+                created_at=row["created_at"],
+                updated_at=row["updated_at"],
+                last_error=row["last_error"],
+            )
+        except (ValueError, TypeError) as exc:
+            name = row["name"]
+            raise StateError(
+                f"state at {self.location}: record {name!r} is corrupt: {exc}"
+            ) from exc
+
+    def _entry(self, row: DictRow) -> JournalEntry:
+        try:
+            op = JournalOp(row["op"])
+        except ValueError as exc:
+            raise StateError(f"state at {self.location}: journal entry {row['id']}: {exc}") from exc
+        return JournalEntry(
+            id=int(row["id"]),
+            name=row["name"],
+            op=op,
+            provider=row["provider"],
+            identity=row["identity"],
+            payload_json=row["payload_json"],
+            started_at=row["started_at"],
+            outcome=row["outcome"],
+            finished_at=row["finished_at"],
+        )
+
+
+def _backend_holder(backend_pid: int, row: DictRow) -> LockHolder:
+    """The holder as pg_stat_activity shows it, for a backend that did not register itself."""
+    application = str(row["application_name"] or "")
+    prefix = f"{APPLICATION_NAME}: "
+    command = application.removeprefix(prefix) if application else "unknown command"
+    if row["client_hostname"] or row["client_addr"]:
+        host = str(row["client_hostname"] or row["client_addr"])
+    elif row["client_port"] == -1:
+        host = "the database server (local socket)"
+    else:  # another role's backend: pg_stat_activity hides its address
+        host = "an unknown host"
+    started = row["backend_start"]
+    since = _iso(started) if isinstance(started, datetime) else "an unknown time"
+    return LockHolder(pid=backend_pid, host=host, command=command, since=since)
+
+
+def _string_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+    return {str(key): str(item) for key, item in value.items()}
+
+
+def _string_tuple(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a JSON array, got {type(value).__name__}")
+    return tuple(str(item) for item in value)
+
+
+# -- URLs -----------------------------------------------------------------------------------
+
+# The user-info part of a URL: greedy up to the last "@" before the path, as libpq reads it.
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@")
+# A password given as a URL query parameter or a key=value conninfo entry.
+_PASSWORD_PARAM = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^&\s]+)", re.IGNORECASE)
+
+
+def _secrets_in(url: str) -> list[str]:
+    """Every spelling of the password in `url`, found without a full parse (the URL may not
+    parse), longest first so that a longer spelling is scrubbed before a part of it."""
+    found: list[str] = []
+    userinfo = _USERINFO.match(url)
+    if userinfo is not None and ":" in userinfo.group(1):
+        found.append(userinfo.group(1).split(":", 1)[1])
+    found.extend(value.strip("'") for value in _PASSWORD_PARAM.findall(url))
+    spellings = {spelling for value in found for spelling in _expand(value)}
+    return sorted(spellings, key=len, reverse=True)
+
+
+def _expand(value: str) -> set[str]:
+    return {spelling for spelling in (value, unquote(value)) if spelling}
+
+
+def _display(params: Mapping[str, Any]) -> str:
+    """The connection parameters as a URL without the password, for messages."""
+    user = f"{params['user']}@" if params.get("user") else ""
+    host = str(params.get("host") or params.get("hostaddr") or "")
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{params.get('dbname') or ''}"
+
+
+def schema_from_url(url: str) -> str:
+    """The schema a store opened on `url` uses when none is given."""
+    try:
+        return schema_from_options(conninfo_to_dict(url))
+    except psycopg.Error:
+        raise StateError("the PostgreSQL state URL is not valid") from None
+
+
+def schema_from_options(params: Mapping[str, Any]) -> str:
+    """The first usable schema of a `-c search_path=...` in the `options` parameter, or
+    `public`. Unquoted names are folded to lower case, as the server does."""
+    search_path: str | None = None
+    arguments = _split_options(str(params.get("options") or ""))
+    for index, argument in enumerate(arguments):
+        if argument == "-c" and index + 1 < len(arguments):
+            setting = arguments[index + 1]
+        elif argument.startswith("-c") or argument.startswith("--"):
+            setting = argument[2:]
+        else:
+            continue
+        name, equals, value = setting.partition("=")
+        if equals and name.strip().lower().replace("-", "_") == "search_path":
+            search_path = value  # the last setting wins, as on the server
+    if search_path is not None:
+        for entry in _split_search_path(search_path):
+            if entry not in ("$user", "pg_catalog", "pg_temp"):
+                return entry
+    return DEFAULT_SCHEMA
+
+
+def _split_options(options: str) -> list[str]:
+    """libpq's `options`: arguments separated by spaces, a backslash escapes the next char."""
+    arguments: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in options:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char.isspace():
+            if current:
+                arguments.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if current:
+        arguments.append("".join(current))
+    return arguments
+
+
+def _split_search_path(value: str) -> list[str]:
+    """Comma-separated identifiers; a double-quoted one is taken as written ("" is a quote)."""
+    entries: list[str] = []
+    current: list[str] = []
+    quoted = False
+    in_quotes = False
+    index = 0
+    while index < len(value):
+        char = value[index]
+        if in_quotes:
+            if char == '"' and value[index + 1 : index + 2] == '"':
+                current.append('"')
+                index += 1
+            elif char == '"':
+                in_quotes = False
+            else:
+                current.append(char)
+        elif char == '"':
+            in_quotes = quoted = True
+        elif char == ",":
+            entries.append(_identifier(current, quoted))
+            current, quoted = [], False
+        elif not char.isspace():
+            current.append(char)
+        index += 1
+    entries.append(_identifier(current, quoted))
+    return [entry for entry in entries if entry]
+
+
+def _identifier(chars: list[str], quoted: bool) -> str:
+    text = "".join(chars)
+    return text if quoted else text.lower()
