@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 PROVIDER_SCHEMAS = {"volcengine": "volcengine.schema.json"}
@@ -14,6 +16,14 @@ PLAN_SCHEMA = "plan.schema.json"
 
 @cache
 def load_schema(filename: str) -> dict[str, Any]:
-    text = resources.files("reconciler.schemas").joinpath(filename).read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
+    schema: dict[str, Any] = json.loads(_schema_file(filename).read_text(encoding="utf-8"))
     return schema
+
+
+def _schema_file(filename: str) -> Traversable:
+    try:
+        return resources.files("reconciler.schemas").joinpath(filename)
+    except ModuleNotFoundError:
+        # Imported from a source checkout rather than an installed package: the schemas sit
+        # beside the package directory.
+        return Path(__file__).resolve().parent.parent.joinpath("schemas", filename)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from pathlib import Path
 
@@ -25,14 +26,58 @@ def discover(paths: list[str]) -> tuple[list[str], list[Problem]]:
     return unique, problems
 
 
+IGNORE_FILE = ".reconcilerignore"
+
+
 def _walk(root: str) -> list[str]:
+    """Manifests under root, skipping what a `.reconcilerignore` in root excludes (like Flux's
+    .sourceignore: CI files or fixtures can sit beside manifests without being read as ones)."""
+    ignored = _ignore_patterns(root)
     files: list[str] = []
     for directory, subdirs, names in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        relative = os.path.relpath(directory, root)
+        subdirs[:] = sorted(
+            d
+            for d in subdirs
+            if not d.startswith(".") and not _is_ignored(_join(relative, d), True, ignored)
+        )
         for name in sorted(names):
-            if not name.startswith(".") and name.lower().endswith(SUFFIXES):
+            if (
+                not name.startswith(".")
+                and name.lower().endswith(SUFFIXES)
+                and not _is_ignored(_join(relative, name), False, ignored)
+            ):
                 files.append(os.path.join(directory, name))
     return files
+
+
+def _join(directory: str, name: str) -> str:
+    return name if directory == "." else f"{directory}/{name}".replace(os.sep, "/")
+
+
+def _ignore_patterns(root: str) -> list[str]:
+    try:
+        text = Path(root, IGNORE_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _is_ignored(relative: str, is_dir: bool, patterns: list[str]) -> bool:
+    """gitignore-style: `dir/` matches directories only; a pattern without a slash matches a
+    name at any depth; one with a slash matches the path from the ignore file's directory."""
+    for pattern in patterns:
+        directory_only = pattern.endswith("/")
+        pattern = pattern.rstrip("/")
+        if directory_only and not is_dir:
+            continue
+        if "/" in pattern:
+            if fnmatch.fnmatchcase(relative, pattern.lstrip("/")):
+                return True
+        elif fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern):
+            return True
+    return False
 
 
 def read_documents(paths: list[str]) -> tuple[list[Document], list[Problem]]:
