@@ -218,7 +218,8 @@ class PostgresStateStore:
             raise StateError(
                 f"the PostgreSQL state URL is not valid: {self._redact(exc)}"
             ) from None
-        self._secrets = sorted({*self._secrets, *_expand(str(params.get("password") or ""))})
+        spellings = {*self._secrets, *_expand(str(params.get("password") or ""))}
+        self._secrets = sorted(spellings, key=len, reverse=True)
         self._conninfo = url
         self._connect_args: dict[str, Any] = {}
         if "connect_timeout" not in params:
