@@ -281,7 +281,9 @@ def _parse_authorization(value: str) -> _ParsedAuthorization | str:
     if len(scope) != 5 or not all(scope):
         return "InvalidCredential"
     signed = tuple(fields["SignedHeaders"].split(";"))
-    if not all(signed) or list(signed) != sorted({s.lower() for s in signed}):
+    # Names must be lowercase and unique; their order is the one the client canonicalised in
+    # (the SDKs sort them, but the signature covers whatever order was named).
+    if not all(signed) or any(s != s.lower() for s in signed) or len(set(signed)) != len(signed):
         return "InvalidAuthorization"
     access_key_id, short_date, region, service, terminator = scope
     return _ParsedAuthorization(
@@ -293,7 +295,7 @@ def _tokens_match(sent: str | None, expected: str | None) -> bool:
     """A long-term key must come without a token, an STS key with exactly its own."""
     if sent is None or expected is None:
         return sent is None and expected is None
-    return hmac.compare_digest(sent.strip().encode("utf-8"), expected.encode("utf-8"))
+    return hmac.compare_digest(sent.encode("utf-8"), expected.encode("utf-8"))
 
 
 def verify_signature(
@@ -316,21 +318,21 @@ def verify_signature(
     that list must at least cover host and x-date. The body hash is recomputed from the bytes
     received, so a body altered in transit fails the comparison.
     """
-    lower = {k.lower(): v for k, v in headers.items()}
+    lower = {k.lower(): v.strip() for k, v in headers.items()}
     if "authorization" not in lower or "x-date" not in lower:
         return "MissingRequestInfo"
     parsed = _parse_authorization(lower["authorization"])
     if isinstance(parsed, str):
         return parsed
     try:
-        signed_at = parse_x_date(lower["x-date"].strip())
+        signed_at = parse_x_date(lower["x-date"])
     except ValueError:
         return "InvalidTimestamp"
     current = now if now is not None else utc_now()
     if abs(current - signed_at) > timedelta(seconds=validity_seconds):
         return "InvalidTimestamp"
     if (
-        parsed.short_date != lower["x-date"].strip()[:8]
+        parsed.short_date != lower["x-date"][:8]
         or parsed.region != region
         or parsed.service != service
         or parsed.terminator != SCOPE_TERMINATOR

@@ -109,6 +109,12 @@ class CallResult:
 
 
 class VolcengineClient:
+    """Start/Update/StopVoiceChat for one account; safe to share between concurrent tasks.
+
+    Pass `http` to share a connection pool (the client then leaves closing it to the caller);
+    `clock` is the signing clock, injectable so tests can sign at any moment.
+    """
+
     def __init__(
         self,
         endpoint: str,
@@ -127,6 +133,7 @@ class VolcengineClient:
             raise SettingsError(f"the Volcengine endpoint must be an http(s) URL, got {endpoint!r}")
         if not access_key_id or not secret_access_key:
             raise SettingsError("Volcengine credentials are missing (access key id and secret)")
+        session_token = session_token or None  # an empty setting means "no STS token"
         self.endpoint = endpoint.rstrip("/") + "/"
         self.region = region
         self.api_version = api_version
