@@ -6,25 +6,51 @@ behaviour of Start/Update/StopVoiceChat over a task table keyed by (AppId, RoomI
 Wire facts come from reference/volcengine.md; the behaviours it marks UNCONFIRMED (the codes of
 "already started" and "task not found", Retry-After) are constructor or fault settings.
 The HTTP shell (server.py) only parses bytes, sleeps the injected latency and drops connections.
+
+The fault knobs live in faults.py and the request-body checks in validation.py; Faults,
+TokenBucket and pick_fault are re-exported here, where callers have always imported them from.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
-import re
 import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from enum import Enum
+from dataclasses import dataclass, field
 from random import Random
 from typing import Any
 
+from reconciler.emulator.faults import Faults, Injected, TokenBucket, pick_fault
+from reconciler.emulator.validation import (
+    Rejected,
+    TaskKey,
+    check_start,
+    check_update,
+    parse_body,
+    task_key,
+)
 from reconciler.providers.signing import Clock, Credential, utc_now, verify_signature
+
+__all__ = [
+    "ACTIONS",
+    "ALREADY_STARTED_MESSAGE",
+    "DEFAULT_ALREADY_STARTED_CODE",
+    "DEFAULT_API_VERSION",
+    "DEFAULT_NOT_FOUND_CODE",
+    "ERRORS",
+    "SERVICE",
+    "ApiRequest",
+    "Faults",
+    "Injected",
+    "Reply",
+    "TokenBucket",
+    "VolcengineApi",
+    "pick_fault",
+]
 
 DEFAULT_API_VERSION = "2024-12-01"
 SERVICE = "rtc"
@@ -71,143 +97,6 @@ _GATEWAY_MESSAGES = {
     "InternalServiceTimeout": "Internal service timeout, please retry later.",
 }
 
-_ID = re.compile(r"[A-Za-z0-9@._-]{1,128}")
-_APP_ID_LENGTH = 24
-_MAX_TTS_MESSAGE = 200
-_UPDATE_COMMANDS = frozenset(
-    {
-        "interrupt",
-        "Interrupt",  # both spellings appear in official material
-        "function",
-        "FunctionCallResult",
-        "ExternalTextToSpeech",
-        "ExternalPromptsForLLM",
-        "ExternalTextToLLM",
-        "FinishSpeechRecognition",
-    }
-)
-_COMMANDS_WITH_MESSAGE = frozenset(
-    {
-        "function",
-        "FunctionCallResult",
-        "ExternalTextToSpeech",
-        "ExternalPromptsForLLM",
-        "ExternalTextToLLM",
-    }
-)
-
-TaskKey = tuple[str, str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Faults:
-    """Misbehaviour to inject. Rates are probabilities per API call and may sum to at most 1.
-
-    500/502/503/429 injections answer without taking effect; lost_response and late_504 take
-    effect first and then lose the answer (connection closed / HTTP 504 InternalServiceTimeout).
-    `qps` caps the whole account (token bucket, one second of burst); `retry_after`, when set,
-    is sent as a Retry-After header on every 429 (whether the real gateway does is unconfirmed).
-    """
-
-    qps: float | None = None
-    latency: float = 0.0
-    error_500_rate: float = 0.0
-    error_502_rate: float = 0.0
-    error_503_rate: float = 0.0
-    error_429_rate: float = 0.0
-    lost_response_rate: float = 0.0
-    late_504_rate: float = 0.0
-    retry_after: float | None = None
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        for knob in fields(self):
-            value = getattr(self, knob.name)
-            if knob.name != "seed" and value is not None and not math.isfinite(value):
-                raise ValueError(f"{knob.name} must be a finite number")
-        if self.qps is not None and self.qps <= 0:
-            raise ValueError("qps must be positive (or null for no cap)")
-        if self.latency < 0:
-            raise ValueError("latency must not be negative")
-        if self.retry_after is not None and self.retry_after < 0:
-            raise ValueError("retry_after must not be negative")
-        for name, rate in self._rates():
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
-        # A small tolerance: callers split one rate in thirds, which may sum to 1 + 2e-16.
-        if sum(rate for _, rate in self._rates()) > 1.0 + 1e-9:
-            raise ValueError("the fault rates must sum to at most 1")
-
-    def _rates(self) -> list[tuple[str, float]]:
-        return [(f.name, getattr(self, f.name)) for f in fields(self) if f.name.endswith("_rate")]
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Faults:
-        """Build from a JSON object; unknown knobs and non-numbers are refused by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown fault knob(s): {', '.join(unknown)}")
-        for name, value in data.items():
-            if value is None and name in ("qps", "retry_after", "seed"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{name} must be a number")
-            if name == "seed" and not isinstance(value, int):
-                raise ValueError("seed must be an integer")
-        return cls(**data)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Injected(Enum):
-    NONE = "none"
-    ERROR_500 = "InternalError"
-    ERROR_502 = "InternalServiceError"
-    ERROR_503 = "ServiceUnavailableTemp"
-    ERROR_429 = "FlowLimitExceeded"
-    LOST_RESPONSE = "lost_response"
-    LATE_504 = "InternalServiceTimeout"
-
-
-def pick_fault(faults: Faults, draw: float) -> Injected:
-    """Map one uniform draw in [0, 1) onto the fault rates laid end to end."""
-    edge = 0.0
-    for fault, rate in (
-        (Injected.ERROR_500, faults.error_500_rate),
-        (Injected.ERROR_502, faults.error_502_rate),
-        (Injected.ERROR_503, faults.error_503_rate),
-        (Injected.ERROR_429, faults.error_429_rate),
-        (Injected.LOST_RESPONSE, faults.lost_response_rate),
-        (Injected.LATE_504, faults.late_504_rate),
-    ):
-        edge += rate
-        if draw < edge:
-            return fault
-    return Injected.NONE
-
-
-class TokenBucket:
-    """`rate` tokens per second, holding at most one second's worth (never less than one)."""
-
-    def __init__(self, rate: float, monotonic: Callable[[], float]) -> None:
-        self._rate = rate
-        self._capacity = max(rate, 1.0)
-        self._tokens = self._capacity
-        self._monotonic = monotonic
-        self._updated = monotonic()
-
-    def take(self) -> bool:
-        now = self._monotonic()
-        elapsed = max(0.0, now - self._updated)
-        self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
-        self._updated = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
 
 @dataclass(frozen=True, slots=True)
 class ApiRequest:
@@ -239,15 +128,6 @@ class _Task:
     body: dict[str, Any]
     started_at: str
     updates: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _Rejected(Exception):
-    """A business-level refusal: the error code and message the cloud would answer with."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
 
 
 class VolcengineApi:
@@ -389,7 +269,7 @@ class VolcengineApi:
         try:
             self._execute(action, body)
             reply = self._success(action, version)
-        except _Rejected as rejected:
+        except Rejected as rejected:
             reply = self._error(action, version, rejected.code, rejected.message)
         if injected is Injected.LOST_RESPONSE:
             return Reply(status=0, outcome="lost_response", drop_connection=True)
@@ -402,15 +282,15 @@ class VolcengineApi:
         self._by_outcome[reply.outcome] += 1
 
     def _execute(self, action: str, raw: bytes) -> None:
-        body = _parse_body(raw)
-        key = _task_key(body)
+        body = parse_body(raw)
+        key = task_key(body)
         if action == "StartVoiceChat":
-            _check_start(body)
+            check_start(body)
             if key in self._tasks:
-                raise _Rejected(self._already_started_code, ALREADY_STARTED_MESSAGE)
+                raise Rejected(self._already_started_code, ALREADY_STARTED_MESSAGE)
             self._tasks[key] = _Task(body=body, started_at=self._clock().isoformat())
         elif action == "UpdateVoiceChat":
-            _check_update(body)
+            check_update(body)
             self._running(key).updates.append(body)
         else:
             self._running(key)
@@ -419,7 +299,7 @@ class VolcengineApi:
     def _running(self, key: TaskKey) -> _Task:
         task = self._tasks.get(key)
         if task is None:
-            raise _Rejected(
+            raise Rejected(
                 self._not_found_code,
                 f"The task {key[2]} in room {key[1]} of app {key[0]} is not running.",
             )
@@ -459,101 +339,3 @@ _JSON_HEADERS: tuple[tuple[str, str], ...] = (("Content-Type", "application/json
 
 def _json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-# -- request validation (documented required fields only) ------------------------------------------
-
-
-def _parse_body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw.decode("utf-8")) if raw else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _Rejected("InvalidParameter", f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise _Rejected("InvalidParameter", "The request body must be a JSON object.")
-    return body
-
-
-def _required(body: Mapping[str, Any], name: str, path: str = "") -> Any:
-    value = body.get(name)
-    if value is None or value == "" or value == [] or value == {}:
-        raise _Rejected("MissingParameter", f"Parameter {path}{name} must not be empty")
-    return value
-
-
-def _string(body: Mapping[str, Any], name: str, path: str = "") -> str:
-    value = _required(body, name, path)
-    if not isinstance(value, str):
-        raise _Rejected("InvalidParameter", f"Parameter {path}{name} must be a string")
-    return value
-
-
-def _object(body: Mapping[str, Any], name: str, path: str = "") -> dict[str, Any]:
-    value = _required(body, name, path)
-    if not isinstance(value, dict):
-        raise _Rejected("InvalidParameter", f"Parameter {path}{name} must be an object")
-    return value
-
-
-def _identifier(body: Mapping[str, Any], name: str, path: str = "") -> str:
-    value = _string(body, name, path)
-    if not _ID.fullmatch(value):
-        raise _Rejected(
-            "InvalidParameter",
-            f"Parameter {path}{name} must be 1-128 characters of a-zA-Z0-9@._-",
-        )
-    return value
-
-
-def _task_key(body: Mapping[str, Any]) -> TaskKey:
-    app_id = _identifier(body, "AppId")
-    if len(app_id) != _APP_ID_LENGTH:
-        raise _Rejected("InvalidParameter", f"Parameter AppId must be {_APP_ID_LENGTH} characters")
-    return app_id, _identifier(body, "RoomId"), _identifier(body, "TaskId")
-
-
-def _check_start(body: Mapping[str, Any]) -> None:
-    config = _object(body, "Config")
-    for name in ("ASRConfig", "TTSConfig"):
-        if name in config:
-            section = _object(config, name, "Config.")
-            _string(section, "Provider", f"Config.{name}.")
-            _object(section, "ProviderParams", f"Config.{name}.")
-    if "LLMConfig" in config:
-        llm = _object(config, "LLMConfig", "Config.")
-        if _string(llm, "Mode", "Config.LLMConfig.") == "CustomLLM":
-            _string(llm, "Url", "Config.LLMConfig.")
-    mode = config.get("InterruptMode", 0)
-    if isinstance(mode, bool) or mode not in (0, 1):
-        raise _Rejected("InvalidParameter", "Parameter Config.InterruptMode must be 0 or 1")
-    agent = _object(body, "AgentConfig")
-    targets = _required(agent, "TargetUserId", "AgentConfig.")
-    if not isinstance(targets, list) or len(targets) != 1:
-        raise _Rejected(
-            "InvalidParameter", "Parameter AgentConfig.TargetUserId must hold exactly one user id"
-        )
-    target = _identifier({"TargetUserId": targets[0]}, "TargetUserId", "AgentConfig.")
-    if _identifier(agent, "UserId", "AgentConfig.") == target:
-        raise _Rejected(
-            "InvalidParameter",
-            "Parameter AgentConfig.UserId must differ from AgentConfig.TargetUserId",
-        )
-
-
-def _check_update(body: Mapping[str, Any]) -> None:
-    command = _string(body, "Command")
-    if command not in _UPDATE_COMMANDS:
-        raise _Rejected("InvalidParameter", f"Command {command!r} is not supported")
-    if command in _COMMANDS_WITH_MESSAGE:
-        message = _string(body, "Message")
-        if command == "ExternalTextToSpeech" and len(message) > _MAX_TTS_MESSAGE:
-            raise _Rejected(
-                "InvalidParameter",
-                f"Parameter Message must be at most {_MAX_TTS_MESSAGE} characters",
-            )
-    elif "Message" in body and not isinstance(body["Message"], str):
-        raise _Rejected("InvalidParameter", "Parameter Message must be a string")
-    if "InterruptMode" in body:
-        mode = body["InterruptMode"]
-        if isinstance(mode, bool) or mode not in (1, 2, 3):
-            raise _Rejected("InvalidParameter", "Parameter InterruptMode must be 1, 2 or 3")

@@ -1,13 +1,7 @@
 """The state store in a PostgreSQL schema, with a session advisory lock as the writer lock.
 
-Layout: one schema (the `schema` argument, else the first entry of the URL's
-`options=-csearch_path=...`, else `public`) holds `schema_version` (one row), `meta`, `sessions`,
-`journal` and `lock_holder`. Every statement names its tables with the schema, so the session's
-search_path never matters and a pooler that resets it cannot send us elsewhere.
-
-Migrations run in one transaction holding a transaction-level advisory lock: two runners opening
-a new state at once take turns instead of colliding on CREATE TABLE, and the version a migration
-reaches commits with it.
+The schema (the `schema` argument, else the one the URL names: pg_url) holds the tables that
+pg_schema creates and migrates when the store opens.
 
 The writer lock is a session-level advisory lock on a connection of its own, held for the lock's
 lifetime: when the holder dies its connection dies and the server frees the lock. A holder whose
@@ -21,6 +15,9 @@ one database), so states in different schemas of one database never contend:
 
 The URL's password never appears in an error message: stores name themselves by `location`
 (`postgresql://user@host:port/db (schema s)`), and driver messages are scrubbed of it.
+
+SCHEMA_VERSION, DEFAULT_SCHEMA, schema_from_url and schema_from_options are re-exported here,
+where callers have always imported them from.
 """
 
 from __future__ import annotations
@@ -28,18 +25,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
-import secrets
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, LiteralString
-from urllib.parse import unquote
 
 import psycopg
 from psycopg import sql
@@ -50,9 +43,31 @@ from psycopg.types.json import Jsonb
 from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta, Status
 from reconciler.errors import LockHeld, LockHolder, StateError
 from reconciler.state.base import RecordChange
+from reconciler.state.pg_schema import SCHEMA_VERSION, TABLES, migrate
+from reconciler.state.pg_url import (
+    DEFAULT_SCHEMA,
+    display_url,
+    password_spellings,
+    redact,
+    schema_from_options,
+    schema_from_url,
+    spellings_of,
+)
+
+__all__ = [
+    "APPLICATION_NAME",
+    "CONNECT_TIMEOUT_SECONDS",
+    "DEFAULT_SCHEMA",
+    "JOURNAL_RETENTION",
+    "SCHEMA_VERSION",
+    "TERMINATE_WAIT_SECONDS",
+    "PostgresStateStore",
+    "advisory_key",
+    "schema_from_options",
+    "schema_from_url",
+]
 
 JOURNAL_RETENTION = 10_000  # the same as SQLite's: the newest finished entries kept
-DEFAULT_SCHEMA = "public"
 APPLICATION_NAME = "reconciler"
 # libpq waits forever by default; a state store that cannot be reached should say so instead.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -63,76 +78,6 @@ TERMINATE_WAIT_SECONDS = 10.0
 # apart, before it is reported from pg_stat_activity (as the SQLite store does with its file).
 _UNREGISTERED_RETRIES = 20
 _UNREGISTERED_RETRY_SLEEP = 0.01
-
-# Ordered migrations: entry N-1 takes the schema from version N-1 to N. Placeholders name the
-# schema-qualified tables. Text columns hold the timestamps and JSON documents exactly as the
-# SQLite store keeps them, so both answer with identical strings; the string maps are jsonb so
-# operators can query them.
-MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
-    (
-        """CREATE TABLE {meta} (
-            id integer PRIMARY KEY CHECK (id = 1),
-            lineage text NOT NULL,
-            serial bigint NOT NULL,
-            fingerprint_key bytea NOT NULL,
-            created_at text NOT NULL
-        )""",
-        """CREATE TABLE {sessions} (
-            name text PRIMARY KEY,
-            provider text NOT NULL,
-            identity text NOT NULL,
-            fingerprint text NOT NULL,
-            spec_json text NOT NULL,
-            status text NOT NULL,
-            provider_ids jsonb NOT NULL,
-            announcements_delivered jsonb NOT NULL,
-            protect boolean NOT NULL,
-            labels jsonb NOT NULL,
-            created_at text NOT NULL,
-            updated_at text NOT NULL,
-            last_error text
-        )""",
-        # An identity is backed by a sequence: ids handed out by begin_intent are never
-        # reused, even after pruning.
-        """CREATE TABLE {journal} (
-            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            name text NOT NULL,
-            op text NOT NULL,
-            provider text NOT NULL,
-            identity text NOT NULL,
-            payload_json text NOT NULL,
-            started_at text NOT NULL,
-            outcome text,
-            finished_at text
-        )""",
-        # Partial indexes keep pending_intents() and pruning cheap however long the audit grows.
-        "CREATE INDEX journal_pending ON {journal} (id) WHERE outcome IS NULL",
-        "CREATE INDEX journal_finished ON {journal} (id) WHERE outcome IS NOT NULL",
-        # Who took the writer lock, written by the holder once it has the lock. Only trusted
-        # while pg_locks shows backend_pid holding the lock: a killed holder leaves its row.
-        """CREATE TABLE {lock_holder} (
-            id integer PRIMARY KEY CHECK (id = 1),
-            backend_pid integer NOT NULL,
-            pid integer NOT NULL,
-            host text NOT NULL,
-            command text NOT NULL,
-            since text NOT NULL
-        )""",
-    ),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-# Relations a migration creates: finding one in a schema without schema_version means the
-# schema belongs to something else, which is refused rather than migrated.
-_OWN_RELATIONS = [
-    "meta",
-    "sessions",
-    "journal",
-    "journal_id_seq",
-    "journal_pending",
-    "journal_finished",
-    "lock_holder",
-]
 
 _RECORD_COLUMNS: LiteralString = (
     "name, provider, identity, fingerprint, spec_json, status, provider_ids,"
@@ -209,7 +154,7 @@ class PostgresStateStore:
         journal_retention: int = JOURNAL_RETENTION,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self._secrets = _secrets_in(url)
+        self._secrets = password_spellings(url)
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
@@ -218,7 +163,7 @@ class PostgresStateStore:
             raise StateError(
                 f"the PostgreSQL state URL is not valid: {self._redact(exc)}"
             ) from None
-        spellings = {*self._secrets, *_expand(str(params.get("password") or ""))}
+        spellings = {*self._secrets, *spellings_of(str(params.get("password") or ""))}
         self._secrets = sorted(spellings, key=len, reverse=True)
         self._conninfo = url
         self._connect_args: dict[str, Any] = {}
@@ -226,15 +171,12 @@ class PostgresStateStore:
             self._connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         self._application_name = str(params.get("application_name") or APPLICATION_NAME)
         self.schema = schema if schema is not None else schema_from_options(params)
-        self.location = f"{_display(params)} (schema {self.schema})"
+        self.location = f"{display_url(params)} (schema {self.schema})"
         self.lock_key = advisory_key("writer lock", self.schema)
         self._migration_key = advisory_key("migration", self.schema)
         self._retention = journal_retention
         self._clock = clock
-        self._names = {
-            name: sql.Identifier(self.schema, name)
-            for name in ("meta", "sessions", "journal", "lock_holder", "schema_version")
-        }
+        self._names = {name: sql.Identifier(self.schema, name) for name in TABLES}
         self._names["schema"] = sql.Identifier(self.schema)
         self._statements: dict[str, sql.Composed] = {}
         # One connection serialised by a mutex for records and journal, as in the SQLite
@@ -245,7 +187,15 @@ class PostgresStateStore:
         self._lock_conns: set[psycopg.Connection[DictRow]] = set()
         self._lock_conns_mutex = threading.Lock()
         try:
-            self._migrate()
+            with self._session() as conn:
+                migrate(
+                    conn,
+                    schema=self.schema,
+                    location=self.location,
+                    render=self._sql,
+                    migration_key=self._migration_key,
+                    now=self._now,
+                )
         except BaseException:
             self.close()
             raise
@@ -297,89 +247,7 @@ class PostgresStateStore:
             yield conn
 
     def _redact(self, error: BaseException | str) -> str:
-        message = str(error).strip()
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        return message
-
-    # -- migrating -----------------------------------------------------------------------
-
-    def _migrate(self) -> None:
-        with self._session() as conn:
-            # Fast path without the migration lock: opening an up-to-date state (the common
-            # case) must not queue behind another runner's migration.
-            if self._version(conn) == SCHEMA_VERSION and self._has_meta(conn):
-                return
-            with conn.transaction():
-                conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s)", (self._migration_key,))
-                # Re-read under the lock: another runner may have migrated meanwhile.
-                version = self._version(conn)
-                if version == 0:
-                    self._refuse_foreign(conn)
-                    exists = conn.execute(
-                        "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
-                    ).fetchone()
-                    if exists is None:
-                        # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE
-                        # privilege on the database even when the schema is already there.
-                        conn.execute(self._sql("CREATE SCHEMA {schema}"))
-                    conn.execute(
-                        self._sql(
-                            "CREATE TABLE IF NOT EXISTS {schema_version} ("
-                            " id integer PRIMARY KEY CHECK (id = 1), version integer NOT NULL)"
-                        )
-                    )
-                for statements in MIGRATIONS[version:]:
-                    for statement in statements:
-                        conn.execute(self._sql(statement))
-                conn.execute(
-                    self._sql(
-                        "INSERT INTO {schema_version} (id, version) VALUES (1, %s)"
-                        " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version"
-                    ),
-                    (SCHEMA_VERSION,),
-                )
-                conn.execute(
-                    self._sql(
-                        "INSERT INTO {meta} (id, lineage, serial, fingerprint_key, created_at)"
-                        " VALUES (1, %s, 0, %s, %s) ON CONFLICT (id) DO NOTHING"
-                    ),
-                    (uuid.uuid4().hex, secrets.token_bytes(32), self._now()),
-                )
-
-    def _version(self, conn: psycopg.Connection[DictRow]) -> int:
-        found = conn.execute(
-            "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s"
-            " AND tablename = 'schema_version'",
-            (self.schema,),
-        ).fetchone()
-        if found is None:
-            return 0
-        row = conn.execute(self._sql("SELECT version FROM {schema_version}")).fetchone()
-        version = 0 if row is None else int(row["version"])
-        if version > SCHEMA_VERSION:
-            raise StateError(
-                f"state at {self.location} has schema version {version}; this reconciler knows"
-                f" up to {SCHEMA_VERSION}: upgrade reconciler"
-            )
-        return version
-
-    def _has_meta(self, conn: psycopg.Connection[DictRow]) -> bool:
-        return conn.execute(self._sql("SELECT 1 FROM {meta}")).fetchone() is not None
-
-    def _refuse_foreign(self, conn: psycopg.Connection[DictRow]) -> None:
-        rows = conn.execute(
-            "SELECT c.relname FROM pg_catalog.pg_class AS c"
-            " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relname = ANY(%s) ORDER BY c.relname",
-            (self.schema, _OWN_RELATIONS),
-        ).fetchall()
-        if rows:
-            names = ", ".join(str(row["relname"]) for row in rows)
-            raise StateError(
-                f"{self.location} is not a reconciler state: it has {names} but no"
-                " schema_version table; choose another schema"
-            )
+        return redact(error, self._secrets)
 
     # -- meta and records ----------------------------------------------------------------
 
@@ -736,121 +604,3 @@ def _string_tuple(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise TypeError(f"expected a JSON array, got {type(value).__name__}")
     return tuple(str(item) for item in value)
-
-
-# -- URLs -----------------------------------------------------------------------------------
-
-# The user-info part of a URL: greedy up to the last "@" before the path, as libpq reads it.
-_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)@")
-# A password given as a URL query parameter or a key=value conninfo entry.
-_PASSWORD_PARAM = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^&\s]+)", re.IGNORECASE)
-
-
-def _secrets_in(url: str) -> list[str]:
-    """Every spelling of the password in `url`, found without a full parse (the URL may not
-    parse), longest first so that a longer spelling is scrubbed before a part of it."""
-    found: list[str] = []
-    userinfo = _USERINFO.match(url)
-    if userinfo is not None and ":" in userinfo.group(1):
-        found.append(userinfo.group(1).split(":", 1)[1])
-    found.extend(value.strip("'") for value in _PASSWORD_PARAM.findall(url))
-    spellings = {spelling for value in found for spelling in _expand(value)}
-    return sorted(spellings, key=len, reverse=True)
-
-
-def _expand(value: str) -> set[str]:
-    return {spelling for spelling in (value, unquote(value)) if spelling}
-
-
-def _display(params: Mapping[str, Any]) -> str:
-    """The connection parameters as a URL without the password, for messages."""
-    user = f"{params['user']}@" if params.get("user") else ""
-    host = str(params.get("host") or params.get("hostaddr") or "")
-    port = f":{params['port']}" if params.get("port") else ""
-    return f"postgresql://{user}{host}{port}/{params.get('dbname') or ''}"
-
-
-def schema_from_url(url: str) -> str:
-    """The schema a store opened on `url` uses when none is given."""
-    try:
-        return schema_from_options(conninfo_to_dict(url))
-    except psycopg.Error:
-        raise StateError("the PostgreSQL state URL is not valid") from None
-
-
-def schema_from_options(params: Mapping[str, Any]) -> str:
-    """The first usable schema of a `-c search_path=...` in the `options` parameter, or
-    `public`. Unquoted names are folded to lower case, as the server does."""
-    search_path: str | None = None
-    arguments = _split_options(str(params.get("options") or ""))
-    for index, argument in enumerate(arguments):
-        if argument == "-c" and index + 1 < len(arguments):
-            setting = arguments[index + 1]
-        elif argument.startswith("-c") or argument.startswith("--"):
-            setting = argument[2:]
-        else:
-            continue
-        name, equals, value = setting.partition("=")
-        if equals and name.strip().lower().replace("-", "_") == "search_path":
-            search_path = value  # the last setting wins, as on the server
-    if search_path is not None:
-        for entry in _split_search_path(search_path):
-            if entry not in ("$user", "pg_catalog", "pg_temp"):
-                return entry
-    return DEFAULT_SCHEMA
-
-
-def _split_options(options: str) -> list[str]:
-    """libpq's `options`: arguments separated by spaces, a backslash escapes the next char."""
-    arguments: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in options:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char.isspace():
-            if current:
-                arguments.append("".join(current))
-                current = []
-        else:
-            current.append(char)
-    if current:
-        arguments.append("".join(current))
-    return arguments
-
-
-def _split_search_path(value: str) -> list[str]:
-    """Comma-separated identifiers; a double-quoted one is taken as written ("" is a quote)."""
-    entries: list[str] = []
-    current: list[str] = []
-    quoted = False
-    in_quotes = False
-    index = 0
-    while index < len(value):
-        char = value[index]
-        if in_quotes:
-            if char == '"' and value[index + 1 : index + 2] == '"':
-                current.append('"')
-                index += 1
-            elif char == '"':
-                in_quotes = False
-            else:
-                current.append(char)
-        elif char == '"':
-            in_quotes = quoted = True
-        elif char == ",":
-            entries.append(_identifier(current, quoted))
-            current, quoted = [], False
-        elif not char.isspace():
-            current.append(char)
-        index += 1
-    entries.append(_identifier(current, quoted))
-    return [entry for entry in entries if entry]
-
-
-def _identifier(chars: list[str], quoted: bool) -> str:
-    text = "".join(chars)
-    return text if quoted else text.lower()
