@@ -9,7 +9,6 @@ from functools import cache
 
 from reconciler.core.model import DesiredSession
 from reconciler.core.schema_set import SchemaSet, build_schema_set
-from reconciler.core.secrets import references_in
 from reconciler.core.validate import validate_documents
 from reconciler.errors import ValidationFailed
 from reconciler.schema_files import MANIFEST_SCHEMA, PROVIDER_SCHEMAS, load_schema
@@ -35,7 +34,7 @@ def load_desired(paths: Sequence[str]) -> tuple[DesiredSession, ...]:
 def secrets_for(
     sessions: Sequence[DesiredSession], *, strict: bool, environ: Mapping[str, str] = os.environ
 ) -> dict[str, str]:
-    references = {ref for session in sessions for ref in references_in(session.spec)}
+    references = {ref for session in sessions for ref in session.secret_references}
     return resolve(references, environ, strict=strict)
 
 

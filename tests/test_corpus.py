@@ -22,6 +22,8 @@ import jsonschema
 import pytest
 import yaml
 
+from reconciler.sources import discover
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "schemas"
 EXAMPLES = REPO / "examples"
@@ -83,14 +85,9 @@ def parse(path: Path) -> Any:
 
 
 def manifest_files(root: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix in SUFFIXES
-        and p.name != "expected.toml"
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    """The manifests under root, as the CLI finds them (hidden and .reconcilerignore'd skipped)."""
+    files, _ = discover([str(root)])
+    return sorted(Path(p) for p in files if Path(p).name != "expected.toml")
 
 
 def deep_merge(base: Any, over: Any) -> Any:

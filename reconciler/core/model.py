@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from reconciler.core.secrets import ReferenceScanner
+
 JsonObject = Mapping[str, Any]
 
 
@@ -41,6 +43,17 @@ class DesiredSession:
     announcements: tuple[Announcement, ...] = ()
     passthrough: tuple[str, ...] = ()
     source: Location = Location("", "")
+    # The secret references in `spec`: found by the validator (which scans shared subtrees
+    # once), or here when not given.
+    references: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.references is None:
+            object.__setattr__(self, "references", ReferenceScanner().scan(self.spec)[0])
+
+    @property
+    def secret_references(self) -> frozenset[str]:
+        return self.references or frozenset()
 
 
 class Status(StrEnum):

@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Set
 from typing import Any
 
 from reconciler.core.secrets import escape_token, is_reference, split_pointer
@@ -33,7 +34,11 @@ def canonical_json(value: Any) -> str:
 
 
 def fingerprint(redacted: Any) -> str:
-    return hashlib.sha256(canonical_json(redacted).encode()).hexdigest()
+    return text_fingerprint(canonical_json(redacted))
+
+
+def text_fingerprint(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def sensitive_paths(schema: Mapping[str, Any]) -> SensitivePaths:
@@ -72,55 +77,92 @@ def _keyed_hash(key: bytes, value: str) -> str:
     return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:24]
 
 
-def marker(value: str, key: bytes, secrets: Mapping[str, str]) -> str:
-    if is_reference(value):
-        resolved = secrets.get(value)
-        digest = _keyed_hash(key, resolved) if resolved is not None else UNRESOLVED
-        return f"{_MARKER_PREFIX}{value} hmac:{digest}>"
-    return f"{_MARKER_PREFIX}hmac:{_keyed_hash(key, value)}>"
+class Redactor:
+    """Redacts many specs with one key and one set of resolved secrets.
+
+    Each secret's keyed hash is computed once, and a subtree shared by many specs (what file
+    `defaults` leave unchanged under each session is the same object) is redacted once: a plan
+    over thousands of sessions walks each distinct subtree a single time.
+    """
+
+    def __init__(self, paths: SensitivePaths, key: bytes, secrets: Mapping[str, str]) -> None:
+        self.paths = paths
+        self.key = key
+        self.digests = {reference: _keyed_hash(key, value) for reference, value in secrets.items()}
+        self._literals: dict[str, str] = {}
+        self._memo: dict[tuple[int, tuple[str, ...], bool], Any] = {}
+        # The memo is keyed by id(): keep every memoised node alive so no id is reused.
+        self._kept: list[Any] = []
+        # For each object path, which of its keys are sensitive: no tuple is built per leaf.
+        self._sensitive_keys: dict[tuple[str, ...], frozenset[str]] = {}
+        for sensitive_path in paths:
+            parent, last = sensitive_path[:-1], sensitive_path[-1]
+            self._sensitive_keys[parent] = self._sensitive_keys.get(parent, frozenset()) | {last}
+
+    def marker(self, value: str) -> str:
+        if is_reference(value):
+            return f"{_MARKER_PREFIX}{value} hmac:{self.digests.get(value, UNRESOLVED)}>"
+        digest = self._literals.get(value)
+        if digest is None:
+            digest = self._literals[value] = _keyed_hash(self.key, value)
+        return f"{_MARKER_PREFIX}hmac:{digest}>"
+
+    def redact(self, spec: Any) -> Any:
+        """The spec with every sensitive leaf replaced by its marker (see module docstring)."""
+        return self._walk(spec, (), False)
+
+    def _walk(self, node: Any, path: tuple[str, ...], sensitive: bool) -> Any:
+        if isinstance(node, dict | list):
+            memo_key = (id(node), path, sensitive)
+            cached = self._memo.get(memo_key, _MISSING)
+            if cached is not _MISSING:
+                return cached
+            if isinstance(node, dict):
+                marked = self._sensitive_keys.get(path, frozenset())
+                result: Any = {}
+                for key, value in node.items():
+                    if isinstance(value, str) and key not in marked and not value.startswith("${"):
+                        result[key] = value  # the common case, without a call
+                    else:
+                        result[key] = self._walk(value, (*path, key), key in marked)
+            else:
+                child = (*path, "*")
+                inner = sensitive or child in self.paths
+                result = [self._walk(value, child, inner) for value in node]
+            self._memo[memo_key] = result
+            self._kept.append(node)
+            return result
+        if isinstance(node, str):
+            if sensitive or (node.startswith("${") and is_reference(node)):
+                return self.marker(node)
+            return node
+        if sensitive and node is not None:
+            return self.marker(canonical_json(node))
+        return node
+
+
+_MISSING = object()
 
 
 def redact(spec: Any, paths: SensitivePaths, key: bytes, secrets: Mapping[str, str]) -> Any:
-    """The spec with every sensitive leaf replaced by its marker (see module docstring)."""
-
-    def walk(node: Any, path: tuple[str, ...], sensitive: bool) -> Any:
-        if isinstance(node, dict):
-            return {k: walk(v, (*path, k), (*path, k) in paths) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v, (*path, "*"), sensitive or (*path, "*") in paths) for v in node]
-        if isinstance(node, str) and (sensitive or is_reference(node)):
-            return marker(node, key, secrets)
-        if sensitive and node is not None:
-            return marker(canonical_json(node), key, secrets)
-        return node
-
-    return walk(spec, (), False)
+    """One spec redacted (see Redactor, for many)."""
+    return Redactor(paths, key, secrets).redact(spec)
 
 
-def has_unresolved(redacted: Any) -> bool:
-    return f" hmac:{UNRESOLVED}>" in canonical_json(redacted)
+_RESOLVED_MARKER = re.compile(r"<sensitive (\$\{[^}]+\}) hmac:([0-9a-f]+)>")
 
 
-def adopt_recorded_hashes(desired: Any, recorded: Any) -> Any:
-    """Where the desired spec holds an unresolved reference that the record holds too (same
-    reference, resolved when it was applied), take the record's marker: without the secret we
-    cannot tell a rotation, and the reference itself did not change."""
-    if isinstance(desired, dict) and isinstance(recorded, dict):
-        return {k: adopt_recorded_hashes(v, recorded.get(k)) for k, v in desired.items()}
-    if isinstance(desired, list) and isinstance(recorded, list):
-        return [
-            adopt_recorded_hashes(v, recorded[i] if i < len(recorded) else None)
-            for i, v in enumerate(desired)
-        ]
-    if (
-        isinstance(desired, str)
-        and desired.endswith(f" hmac:{UNRESOLVED}>")
-        and isinstance(recorded, str)
-        and is_marker(recorded)
-        and recorded.rsplit(" hmac:", 1)[0] == desired.rsplit(" hmac:", 1)[0]
-    ):
-        return recorded
-    return desired
+def relaxed(recorded_json: str, unresolved: Set[str]) -> str:
+    """The recorded canonical JSON with the hashes of the given references forgotten, as a spec
+    redacted where those references cannot be resolved would show them. Comparing against it
+    compares those references by name: without the secret, a rotation cannot be seen."""
+
+    def forget(match: re.Match[str]) -> str:
+        if match.group(1) in unresolved:
+            return f"{_MARKER_PREFIX}{match.group(1)} hmac:{UNRESOLVED}>"
+        return match.group(0)
+
+    return _RESOLVED_MARKER.sub(forget, recorded_json)
 
 
 def changed_paths(old: Any, new: Any, pointer: str = "") -> list[str]:

@@ -14,23 +14,22 @@ Guards turn a dangerous plan into violations; a plan with violations must not be
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from reconciler.core.model import Announcement, DesiredSession, SessionRecord, StateMeta
 from reconciler.core.normalize import (
+    Redactor,
     SensitivePaths,
-    adopt_recorded_hashes,
+    canonical_json,
     changed_paths,
-    fingerprint,
-    has_unresolved,
     is_marker,
-    redact,
+    relaxed,
+    text_fingerprint,
     value_at,
 )
 from reconciler.core.providers import RULES
-from reconciler.core.secrets import references_in
 
 DEFAULT_MAX_STOPS = 20
 
@@ -145,13 +144,19 @@ def make_plan(
 ) -> Plan:
     recorded = {record.name: record for record in records}
     declared = {session.name for session in desired}
+    unresolved = {ref for s in desired for ref in s.secret_references} - secrets.keys()
+    redactors = {
+        name: Redactor(sensitive.get(name, frozenset()), meta.fingerprint_key, secrets)
+        for name in {session.provider for session in desired}
+    }
     actions: list[Action] = []
     for session in desired:
         record = recorded.get(session.name)
         if record is None:
             actions.append(_create(session))
         else:
-            actions.append(_compare(session, record, meta.fingerprint_key, sensitive, secrets))
+            redactor = redactors[session.provider]
+            actions.append(_compare(session, record, redactor, unresolved))
     for record in records:
         if record.name not in declared:
             actions.append(
@@ -165,7 +170,6 @@ def make_plan(
                 )
             )
     actions.sort(key=lambda action: action.name)
-    unresolved = sorted({ref for s in desired for ref in references_in(s.spec)} - secrets.keys())
     return Plan(
         actions=tuple(actions),
         lineage=meta.lineage,
@@ -173,7 +177,7 @@ def make_plan(
         violations=tuple(_violations(actions, desired, records, guards)),
         created_at=created_at,
         max_stops=guards.max_stops,
-        notes=_unresolved_note(unresolved),
+        notes=_unresolved_note(sorted(unresolved)),
     )
 
 
@@ -191,9 +195,8 @@ def _create(session: DesiredSession) -> Action:
 def _compare(
     session: DesiredSession,
     record: SessionRecord,
-    key: bytes,
-    sensitive: Mapping[str, SensitivePaths],
-    secrets: Mapping[str, str],
+    redactor: Redactor,
+    unresolved: Set[str],
 ) -> Action:
     base = dict(
         name=session.name,
@@ -209,12 +212,17 @@ def _compare(
             previous_identity=record.identity,
             **base,  # type: ignore[arg-type]
         )
-    redacted = redact(session.spec, sensitive.get(session.provider, frozenset()), key, secrets)
-    if fingerprint(redacted) != record.fingerprint:
-        old = json.loads(record.spec_json)
-        if has_unresolved(redacted):
-            redacted = adopt_recorded_hashes(redacted, old)
-    if fingerprint(redacted) != record.fingerprint:
+    redacted = redactor.redact(session.spec)
+    text = canonical_json(redacted)
+    recorded_text = record.spec_json
+    changed = text_fingerprint(text) != record.fingerprint
+    missing = session.secret_references & unresolved
+    if changed and missing:
+        # References that cannot be resolved here are compared by name (see normalize.py).
+        recorded_text = relaxed(record.spec_json, missing)
+        changed = text != recorded_text
+    if changed:
+        old = json.loads(recorded_text)
         paths = tuple(changed_paths(old, redacted))
         secret_paths = tuple(
             p for p in paths if is_marker(value_at(old, p)) or is_marker(value_at(redacted, p))

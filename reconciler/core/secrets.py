@@ -69,3 +69,41 @@ def substitute(value: Any, secrets: Mapping[str, str]) -> Any:
     if isinstance(value, list):
         return [substitute(item, secrets) for item in value]
     return value
+
+
+_NOTHING: frozenset[str] = frozenset()
+
+
+class ReferenceScanner:
+    """Finds the references in many specs, scanning a subtree shared by several of them (what
+    file `defaults` leave unchanged) only once. `scan` answers the references found and whether
+    some string looks like a reference but is not one (a typo to report)."""
+
+    def __init__(self) -> None:
+        self._memo: dict[int, tuple[frozenset[str], bool]] = {}
+        self._kept: list[Any] = []  # memoised by id(): keep the nodes alive
+
+    def scan(self, node: Any) -> tuple[frozenset[str], bool]:
+        if isinstance(node, str):
+            if not node.startswith("${"):
+                return _NOTHING, False
+            if is_reference(node):
+                return frozenset((node,)), False
+            return _NOTHING, looks_like_reference(node)
+        if not isinstance(node, dict | list):
+            return _NOTHING, False
+        cached = self._memo.get(id(node))
+        if cached is not None:
+            return cached
+        found: set[str] = set()
+        malformed = False
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, str) and not child.startswith("${"):
+                continue
+            references, bad = self.scan(child)
+            found.update(references)
+            malformed = malformed or bad
+        result = (frozenset(found) if found else _NOTHING, malformed)
+        self._memo[id(node)] = result
+        self._kept.append(node)
+        return result

@@ -23,6 +23,7 @@ from reconciler.core.model import Announcement, DesiredSession, Location
 from reconciler.core.providers import RULES
 from reconciler.core.schema_set import SchemaSet
 from reconciler.core.secrets import (
+    ReferenceScanner,
     escape_token,
     is_reference,
     iter_strings,
@@ -48,8 +49,9 @@ class ValidationResult:
 def validate_documents(documents: Sequence[Document], schemas: SchemaSet) -> ValidationResult:
     problems: list[Problem] = []
     sessions: list[DesiredSession] = []
+    scanner = ReferenceScanner()
     for document in documents:
-        found, document_problems = _validate_document(document, schemas)
+        found, document_problems = _validate_document(document, schemas, scanner)
         sessions.extend(found)
         problems.extend(document_problems)
     problems.extend(_cross_file_problems(sessions))
@@ -70,7 +72,7 @@ def deep_merge(base: Any, override: Any) -> Any:
 
 
 def _validate_document(
-    document: Document, schemas: SchemaSet
+    document: Document, schemas: SchemaSet, scanner: ReferenceScanner
 ) -> tuple[list[DesiredSession], list[Problem]]:
     data = document.data
     if data is None:  # an empty file declares nothing
@@ -89,7 +91,9 @@ def _validate_document(
     for index, raw in enumerate(raw_sessions):
         if not isinstance(raw, dict):
             continue  # the manifest schema already said so
-        session, session_problems = _validate_session(document, index, raw, defaults, schemas)
+        session, session_problems = _validate_session(
+            document, index, raw, defaults, schemas, scanner
+        )
         problems.extend(session_problems)
         if session is not None:
             sessions.append(session)
@@ -102,6 +106,7 @@ def _validate_session(
     raw: dict[str, Any],
     defaults: dict[str, Any],
     schemas: SchemaSet,
+    scanner: ReferenceScanner,
 ) -> tuple[DesiredSession | None, list[Problem]]:
     base = f"/sessions/{index}"
     effective = deep_merge(defaults, raw) if defaults else raw
@@ -135,7 +140,8 @@ def _validate_session(
             schemas.provider_validators[provider], checked, document, "/spec"
         ):
             problems.append(_relocated(document, problem, place))
-    for relative, message in _spec_rules(provider, spec):
+    references, malformed = scanner.scan(spec)
+    for relative, message in _spec_rules(provider, spec, malformed):
         problems.append(_problem(document, place("/spec" + relative), message))
     announcements, announcement_problems = _announcements(effective.get("announcements", []))
     for relative, message in announcement_problems:
@@ -156,14 +162,17 @@ def _validate_session(
             announcements=announcements,
             passthrough=passthrough,
             source=Location(document.path, base, _line(document, base)),
+            references=references,
         ),
         [],
     )
 
 
-def _spec_rules(provider: str, spec: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
+def _spec_rules(
+    provider: str, spec: Mapping[str, Any], malformed: bool
+) -> Iterable[tuple[str, str]]:
     """Rules JSON Schema cannot express, as (pointer within spec, message)."""
-    for pointer, text in iter_strings(spec):
+    for pointer, text in iter_strings(spec) if malformed else ():
         if looks_like_reference(text) and not is_reference(text):
             yield (
                 pointer,
