@@ -9,7 +9,9 @@ those first on the next run:
     stop    re-sent; "not found" means it is stopped
     update  an announcement whose answer was lost is recorded as delivered: announcements are
             delivered at most once
-A record is removed only once its Stop is confirmed.
+A record is removed only once its Stop is confirmed. A Start whose retries ran out after an
+attempt that may have taken effect (a late 504, a lost answer) is left pending the same way, and
+a session with a pending intent gets no new one until recovery has finished it.
 
 Order: every stop (deletes and the first half of restarts) before any start, so a task moved
 from one session to another never meets itself; a session's calls run one after another.
@@ -19,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from reconciler.core.model import (
@@ -110,8 +113,12 @@ class Applier:
         by_name = {session.name: session for session in desired}
         report = ApplyReport()
         pending = self.store.pending_intents()
+        self._providers_for(entry.provider for entry in pending)
         results = await asyncio.gather(
-            *(self._recover_one(entry, by_name.get(entry.name)) for entry in pending)
+            *(
+                self._in_slot(partial(self._recover_one, entry, by_name.get(entry.name)))
+                for entry in pending
+            )
         )
         report.results.extend(results)
         report.aborted = self._abort
@@ -126,7 +133,14 @@ class Applier:
         try:
             if entry.op is JournalOp.START:
                 if session is not None and self._same_start(session, entry, payload):
-                    await self._start_call(entry.provider, session, begun=True)
+                    try:
+                        await self._start_call(entry.provider, session, begun=True)
+                    except ProviderError as error:
+                        if self._refused(error):
+                            # The same body refused (a bad parameter): the lost Start was
+                            # refused too. Finished, so the plan handles the session again.
+                            self.store.finish_intent(entry.id, f"failed: {error}", None)
+                        raise
                     started = self._started(session, self.store.get_record(session.name))
                     self.store.finish_intent(
                         entry.id, "started (recovered)", RecordChange(put=started)
@@ -183,8 +197,30 @@ class Applier:
 
     async def execute(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
-        changes = plan.changes
-        stopped = await asyncio.gather(*(self._stop_action(a) for a in changes if a.stops))
+        # Build the clients before the first intent: unusable settings (no credentials) must
+        # fail the apply before anything is journaled.
+        self._providers_for(a.provider for a in plan.changes if not a.record_only)
+        # A session with an intent still pending (its recovery failed, or a Start's outcome is
+        # unknown) is left alone until that intent is finished: never two intents at once.
+        pending = self.store.pending_intents()
+        unresolved = _Unresolved({e.name for e in pending}, {e.identity for e in pending})
+        changes = tuple(a for a in plan.changes if not unresolved.blocks(a))
+        report.results.extend(
+            self._done(
+                SessionResult(
+                    a.name,
+                    a.kind.value,
+                    Outcome.FAILED,
+                    "not touched: an earlier call for this task has an unknown outcome; "
+                    "the next apply finishes it first",
+                )
+            )
+            for a in plan.changes
+            if unresolved.blocks(a)
+        )
+        stopped = await asyncio.gather(
+            *(self._in_slot(partial(self._stop_action, a)) for a in changes if a.stops)
+        )
         failed_stops = {result.name for result in stopped if result.outcome is not Outcome.OK}
         # A restart whose stop succeeded is reported once, by its start.
         report.results.extend(
@@ -196,7 +232,11 @@ class Applier:
             if action.kind in (ActionKind.CREATE, ActionKind.UPDATE)
             or (action.kind is ActionKind.REPLACE and action.name not in failed_stops)
         ]
-        report.results.extend(await asyncio.gather(*(self._forward_action(a) for a in forward)))
+        report.results.extend(
+            await asyncio.gather(
+                *(self._in_slot(partial(self._forward_action, a)) for a in forward)
+            )
+        )
         report.results.sort(key=lambda result: result.name)
         report.aborted = self._abort
         return report
@@ -217,7 +257,12 @@ class Applier:
         try:
             already = await self._stop_call(record.provider, record.provider_ids)
         except ProviderError as error:
-            failed = RecordChange(put=with_error(record, f"stop failed: {error}", self.now()))
+            # Refused credentials say nothing about the task: the record stays as it was.
+            failed = (
+                None
+                if self._abort
+                else RecordChange(put=with_error(record, f"stop failed: {error}", self.now()))
+            )
             self.store.finish_intent(entry, f"failed: {error}", failed)
             return self._done(
                 SessionResult(action.name, kind, Outcome.FAILED, f"stop failed: {error}")
@@ -250,6 +295,11 @@ class Applier:
         )
         try:
             adopted = await self._start_call(session.provider, session, begun=self.adopt_running)
+        except _StartUnconfirmed as error:
+            # It may have taken effect (a late 504, a lost answer): the intent stays pending
+            # and the next apply finishes it as it finishes one a killed run left behind.
+            detail = f"start unconfirmed: {error} (the next apply finishes it)"
+            return self._done(SessionResult(action.name, kind, Outcome.FAILED, detail))
         except ProviderError as error:
             self.store.finish_intent(entry, f"failed: {error}", None)
             detail = f"start failed: {error}"
@@ -318,8 +368,10 @@ class Applier:
                     Outcome.FAILED,
                     f"the task had ended by itself ({error}); the next apply starts it again",
                 )
-            if error.kind is ErrorKind.RETRYABLE:
-                # The answer is unknown: it may have been played. At most once.
+            if error.kind is ErrorKind.RETRYABLE and not _is_throttle(error):
+                # The answer is unknown: it may have been played. At most once. (Throttling is
+                # answered at the gateway: a throttled announcement was not played, and is
+                # left for the next apply.)
                 note = f"announcement {announcement.id}: delivery unconfirmed ({error})"
                 updated = updated_record(record, session, [announcement.id], self.now(), note)
                 self.store.finish_intent(entry, f"unconfirmed: {error}", RecordChange(put=updated))
@@ -350,12 +402,17 @@ class Applier:
             except ProviderError as error:
                 if error.kind is ErrorKind.CONFLICT and reached:
                     return True  # our own earlier Start took effect; its answer was lost
-                if error.kind is ErrorKind.RETRYABLE:
+                if error.kind is ErrorKind.RETRYABLE and not _is_throttle(error):
                     reached = True
                 raise
             return False
 
-        adopted: bool = await self._call(provider_name, attempt)
+        try:
+            adopted: bool = await self._call(provider_name, attempt)
+        except ProviderError as error:
+            if reached and not self._refused(error):
+                raise _StartUnconfirmed(error) from error
+            raise
         return adopted
 
     async def _stop_call(self, provider_name: str, ids: Mapping[str, str]) -> bool:
@@ -382,20 +439,41 @@ class Applier:
     ) -> Any:
         if self._abort:
             raise ProviderError(ErrorKind.TERMINAL, self._abort)
+        bucket = self.buckets.get(provider_name) or TokenBucket(rate=1_000_000)
+        try:
+            return await call_with_retries(
+                call, self.policy, bucket, sleep=self.sleep, retry_on=retry_on
+            )
+        except ProviderError as error:
+            if error.code in AUTH_ERROR_CODES:
+                self._abort = f"{provider_name} refused the credentials: {error}"
+            raise
+
+    async def _in_slot(self, run: Callable[[], Awaitable[SessionResult]]) -> SessionResult:
+        """Run one session's intents and calls in one of `parallelism` slots. The slot is
+        taken before the first intent is written, so an intent is journaled only when its call
+        is about to go out: a killed run leaves at most `parallelism` of them pending, each a
+        call that may really have begun (what recovery assumes of a pending Start)."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.parallelism)
-        bucket = self.buckets.get(provider_name) or TokenBucket(rate=1_000_000)
         async with self._slots:
-            try:
-                return await call_with_retries(
-                    call, self.policy, bucket, sleep=self.sleep, retry_on=retry_on
-                )
-            except ProviderError as error:
-                if error.code in AUTH_ERROR_CODES:
-                    self._abort = f"{provider_name} refused the credentials: {error}"
-                raise
+            return await run()
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _providers_for(self, names: Iterable[str]) -> None:
+        for name in sorted(set(names)):
+            self.providers[name]
+
+    def _refused(self, error: ProviderError) -> bool:
+        """A definite refusal of the request itself (not of the credentials): it took no
+        effect, and sending the same request again would be refused the same way."""
+        return (
+            error.kind is ErrorKind.TERMINAL
+            and error.code not in AUTH_ERROR_CODES
+            and error.status is not None
+            and self._abort is None
+        )
 
     @property
     def key(self) -> bytes:
@@ -413,6 +491,30 @@ class Applier:
     def _done(self, result: SessionResult) -> SessionResult:
         self.on_result(result)
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Unresolved:
+    """Sessions and tasks with an intent still pending."""
+
+    names: set[str]
+    identities: set[str]
+
+    def blocks(self, action: Action) -> bool:
+        recorded = action.recorded.identity if action.recorded else None
+        return (
+            action.name in self.names
+            or action.identity in self.identities
+            or recorded in self.identities
+        )
+
+
+class _StartUnconfirmed(ProviderError):
+    """A Start failed after an attempt that may have taken effect: its outcome is unknown."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(error.kind, str(error))
+        self.code, self.status, self.retry_after = error.code, error.status, error.retry_after
 
 
 def _as_desired(record: SessionRecord) -> DesiredSession:

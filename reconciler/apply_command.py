@@ -69,7 +69,7 @@ async def _apply_files(
     async with _applier(args, settings, store, secrets) as applier:
         recovered = ApplyReport()
         if store.pending_intents():
-            print("Finishing what an interrupted run left pending...", file=sys.stderr)
+            print("Finishing the calls an earlier run left unconfirmed...", file=sys.stderr)
             recovered = await applier.recover(desired)
         plan = make_plan(
             desired,
@@ -95,7 +95,8 @@ def _apply_saved(
         pending = store.pending_intents()
         if pending:
             raise PlanRefused(
-                f"the plan is stale: an interrupted apply left {len(pending)} call(s) unfinished; "
+                f"the plan is stale: an interrupted (or failed) apply left {len(pending)} "
+                "call(s) unfinished; "
                 "run `reconciler apply` on the manifests to finish them, then plan again"
             )
         reason = staleness(saved, store.meta(), datetime.now(UTC), settings.plan_max_age)
