@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Set
 from typing import Any
 
-from reconciler.core.secrets import escape_token, is_reference, split_pointer
+from reconciler.core.secrets import escape_token, is_reference, lookup
 
 SensitivePaths = frozenset[tuple[str, ...]]  # "*" stands for any array index
 UNRESOLVED = "unresolved"
@@ -187,12 +187,4 @@ def changed_paths(old: Any, new: Any, pointer: str = "") -> list[str]:
 
 
 def value_at(document: Any, pointer: str) -> Any:
-    node = document
-    for token in split_pointer(pointer):
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            return None
-    return node
+    return lookup(document, pointer)

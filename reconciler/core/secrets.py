@@ -54,6 +54,26 @@ def unescape_token(token: str) -> str:
     return token.replace("~1", "/").replace("~0", "~")
 
 
+_ABSENT = object()
+
+
+def lookup(document: Any, pointer: str, default: Any = None) -> Any:
+    """The value at a JSON pointer, or `default` when nothing is there."""
+    node = document
+    for token in split_pointer(pointer):
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return default
+    return node
+
+
+def exists(document: Any, pointer: str) -> bool:
+    return lookup(document, pointer, _ABSENT) is not _ABSENT
+
+
 def split_pointer(pointer: str) -> list[str]:
     if pointer in ("", "/"):
         return []

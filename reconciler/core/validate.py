@@ -25,6 +25,7 @@ from reconciler.core.schema_set import SchemaSet
 from reconciler.core.secrets import (
     ReferenceScanner,
     escape_token,
+    exists,
     is_reference,
     iter_strings,
     looks_like_reference,
@@ -113,7 +114,7 @@ def _validate_session(
 
     def place(relative: str) -> str:
         """Point at the session when it holds the value, else at the defaults that gave it."""
-        if _exists(raw, relative) or not _exists(defaults, relative):
+        if exists(raw, relative) or not exists(defaults, relative):
             return base + relative
         return "/defaults" + relative
 
@@ -306,18 +307,6 @@ def _without(spec: dict[str, Any], pointers: Sequence[str]) -> dict[str, Any]:
         if tokens and isinstance(node, dict):
             node.pop(tokens[-1], None)
     return copied
-
-
-def _exists(document: Any, pointer: str) -> bool:
-    node = document
-    for token in split_pointer(pointer):
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            return False
-    return True
 
 
 def _relocated(document: Document, problem: Problem, place: Any) -> Problem:
