@@ -50,8 +50,16 @@ def plan(args: argparse.Namespace) -> int:
     store = open_state(settings.state)
     try:
         result = plan_from_files(args.paths, store, guards_from(args, settings), strict=False)
+        pending = len(store.pending_intents())
     finally:
         store.close()
+    if pending:
+        print(
+            f"Note: {pending} call(s) of an earlier apply have an unknown outcome; the next "
+            "`reconciler apply PATH...` finishes them before anything else, and a saved plan "
+            "is refused as stale until then.",
+            file=sys.stderr,
+        )
     sensitive = schema_set().sensitive
     if args.format == "json":
         sys.stdout.write(render_json(result, sensitive))
