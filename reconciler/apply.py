@@ -27,6 +27,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Any
 
+from reconciler import exit_codes
 from reconciler.core.model import (
     Announcement,
     DesiredSession,
@@ -74,10 +75,9 @@ class ApplyReport:
 
     @property
     def exit_code(self) -> int:
-        """0 converged; 1 nothing was done; 3 partially applied (DESIGN.md)."""
         if not self.failed:
-            return 0
-        return 3 if self.succeeded else 1
+            return exit_codes.OK
+        return exit_codes.PARTIAL if self.succeeded else exit_codes.ERROR
 
 
 def _is_throttle(error: BaseException) -> bool:

@@ -66,7 +66,7 @@ async def _apply_files(
     desired: tuple[DesiredSession, ...],
     secrets: dict[str, str],
 ) -> int:
-    async with _applier(args, settings, store, secrets) as applier:
+    async with _ApplierScope(args, settings, store, secrets) as applier:
         recovered = ApplyReport()
         if store.pending_intents():
             print("Finishing the calls an earlier run left unconfirmed...", file=sys.stderr)
@@ -107,7 +107,7 @@ def _apply_saved(
         secrets = secrets_for(desired, strict=True)
 
         async def run() -> int:
-            async with _applier(args, settings, store, secrets) as applier:
+            async with _ApplierScope(args, settings, store, secrets) as applier:
                 return await _execute(args, applier, plan, ApplyReport())
 
         return asyncio.run(run())
@@ -158,12 +158,6 @@ class _ApplierScope:
     async def __aexit__(self, *exc_info: object) -> None:
         for provider in self.built.values():
             await provider.aclose()
-
-
-def _applier(
-    args: argparse.Namespace, settings: Settings, store: StateStore, secrets: dict[str, str]
-) -> _ApplierScope:
-    return _ApplierScope(args, settings, store, secrets)
 
 
 class _LazyProviders(Mapping[str, SessionProvider]):

@@ -1,7 +1,6 @@
 """The command line: parse arguments, call the shell, turn errors into messages and exit codes.
 
-Exit codes (DESIGN.md): 0 success; 1 error or nothing done; 2 `plan --detailed-exitcode` with
-changes; 3 `apply` partially applied.
+Exit codes: see exit_codes.py (DESIGN.md's contract).
 """
 
 from __future__ import annotations
@@ -10,12 +9,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from reconciler import exit_codes
 from reconciler.errors import ReconcilerError, ValidationFailed
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CHANGES = 2
-EXIT_PARTIAL = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,13 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         count = len(failed.problems)
         print(f"{count} problem{'s' if count != 1 else ''} found.", file=sys.stderr)
-        return EXIT_ERROR
+        return exit_codes.ERROR
     except ReconcilerError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return exit_codes.ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_ERROR
+        return exit_codes.ERROR
 
 
 def _dispatch(args: argparse.Namespace) -> int:

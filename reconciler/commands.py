@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from reconciler import exit_codes
 from reconciler.core.plan import Guards, Plan, make_plan
 from reconciler.core.render import record_document, render_json, render_records, render_text
 from reconciler.core.render_markdown import render_markdown
@@ -22,7 +23,7 @@ from reconciler.workspace import load_desired, schema_set, secrets_for, utc_now
 def validate(paths: list[str]) -> int:
     sessions = load_desired(paths)
     print(f"Valid: {len(sessions)} session(s) declared.")
-    return 0
+    return exit_codes.OK
 
 
 def guards_from(args: argparse.Namespace, settings: Settings) -> Guards:
@@ -30,10 +31,11 @@ def guards_from(args: argparse.Namespace, settings: Settings) -> Guards:
     return Guards(allow_empty=args.allow_empty, max_stops=max_stops)
 
 
-def plan_from_files(paths: list[str], store: StateStore, guards: Guards, *, strict: bool) -> Plan:
-    """Validate the files and diff them against the records (the same path plan and apply take)."""
+def _plan_from_files(paths: list[str], store: StateStore, guards: Guards) -> Plan:
+    """Validate the files and diff them against the records. Secrets that cannot be resolved
+    here (a pull-request job) are compared by name."""
     desired = load_desired(paths)
-    secrets = secrets_for(desired, strict=strict)
+    secrets = secrets_for(desired, strict=False)
     return make_plan(
         desired,
         store.list_records(),
@@ -49,7 +51,7 @@ def plan(args: argparse.Namespace) -> int:
     settings = load_settings()
     store = open_state(settings.state)
     try:
-        result = plan_from_files(args.paths, store, guards_from(args, settings), strict=False)
+        result = _plan_from_files(args.paths, store, guards_from(args, settings))
         pending = len(store.pending_intents())
     finally:
         store.close()
@@ -70,7 +72,7 @@ def plan(args: argparse.Namespace) -> int:
     if result.violations:
         if args.out:
             print(f"error: a refused plan is not saved to {args.out}", file=sys.stderr)
-        return 1
+        return exit_codes.ERROR
     if args.out:
         problems = literal_secrets(result, sensitive)
         if problems:
@@ -81,8 +83,8 @@ def plan(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.detailed_exitcode and result.changes:
-        return 2
-    return 0
+        return exit_codes.CHANGES
+    return exit_codes.OK
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -110,14 +112,14 @@ def _state(args: argparse.Namespace, store: StateStore) -> int:
             sys.stdout.write(json.dumps(listing, indent=2, ensure_ascii=False) + "\n")
         else:
             sys.stdout.write(render_records(records))
-        return 0
+        return exit_codes.OK
     if args.state_command == "show":
         record = store.get_record(args.name)
         if record is None:
             raise StateError(f'no session named "{args.name}" is recorded')
         document = record_document(record)
         sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-        return 0
+        return exit_codes.OK
     if args.state_command == "rm":
         with store.lock(f"state rm {args.name}"):
             if not store.delete_record(args.name):
@@ -126,7 +128,7 @@ def _state(args: argparse.Namespace, store: StateStore) -> int:
             f'Forgot "{args.name}". Its task was NOT stopped: it keeps running in the cloud, '
             "untracked, until it ends by itself or is declared again."
         )
-        return 0
+        return exit_codes.OK
     if args.state_command == "unlock":
         holder = store.lock_holder()
         unlock = getattr(store, "force_unlock", None)
@@ -137,7 +139,7 @@ def _state(args: argparse.Namespace, store: StateStore) -> int:
                 f"so it cannot be left behind; there is nothing to unlock{who}"
             )
         unlock()
-        return 0
+        return exit_codes.OK
     raise AssertionError(args.state_command)
 
 
@@ -166,4 +168,4 @@ def emulator(args: argparse.Namespace) -> int:
             seed=args.seed,
         ),
     )
-    return 0
+    return exit_codes.OK

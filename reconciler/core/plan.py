@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from reconciler.core.model import Announcement, DesiredSession, SessionRecord, StateMeta
@@ -77,10 +77,6 @@ class Action:
     @property
     def stops(self) -> bool:
         return self.kind in (ActionKind.DELETE, ActionKind.REPLACE)
-
-    @property
-    def starts(self) -> bool:
-        return self.kind in (ActionKind.CREATE, ActionKind.REPLACE)
 
     @property
     def cuts_conversation(self) -> bool:
@@ -198,19 +194,21 @@ def _compare(
     redactor: Redactor,
     unresolved: Set[str],
 ) -> Action:
-    base = dict(
-        name=session.name,
-        provider=session.provider,
-        identity=session.identity,
+    noop = Action(
+        ActionKind.NOOP,
+        session.name,
+        session.provider,
+        session.identity,
+        "up to date",
         desired=session,
         recorded=record,
     )
     if record.provider != session.provider or record.identity != session.identity:
-        return Action(
-            ActionKind.REPLACE,
+        return replace(
+            noop,
+            kind=ActionKind.REPLACE,
             reason=f"task identity changed (was {record.provider} {record.identity})",
             previous_identity=record.identity,
-            **base,  # type: ignore[arg-type]
         )
     redacted = redactor.redact(session.spec)
     text = canonical_json(redacted)
@@ -239,13 +237,13 @@ def _compare(
         rules = RULES[session.provider]
         in_place = all(rules.updatable_in_place(path) for path in paths)
         kind = ActionKind.UPDATE if in_place else ActionKind.REPLACE
-        return Action(
-            kind,
+        return replace(
+            noop,
+            kind=kind,
             reason=_config_reason(paths, secret_paths, kind),
             changed_paths=paths,
             sensitive_paths=secret_paths,
             field_changes=field_changes,
-            **base,  # type: ignore[arg-type]
         )
     delivered = set(record.announcements_delivered)
     pending = tuple(a for a in session.announcements if a.id not in delivered)
@@ -257,8 +255,9 @@ def _compare(
             reasons.append(f"new announcement{'s' if len(pending) > 1 else ''}: {ids}")
         if record_fields:
             reasons.append(f"{' and '.join(record_fields)} changed (record only)")
-        return Action(
-            ActionKind.UPDATE,
+        return replace(
+            noop,
+            kind=ActionKind.UPDATE,
             reason="; ".join(reasons),
             changed_paths=tuple(f"/{name}" for name in record_fields),
             field_changes=tuple(
@@ -266,9 +265,8 @@ def _compare(
                 for name in record_fields
             ),
             announcements=pending,
-            **base,  # type: ignore[arg-type]
         )
-    return Action(ActionKind.NOOP, reason="up to date", **base)  # type: ignore[arg-type]
+    return noop
 
 
 def _config_reason(paths: Sequence[str], secret_paths: Sequence[str], kind: ActionKind) -> str:

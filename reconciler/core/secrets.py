@@ -42,10 +42,6 @@ def iter_strings(value: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
             yield from iter_strings(item, f"{pointer}/{index}")
 
 
-def references_in(value: Any) -> set[str]:
-    return {text for _, text in iter_strings(value) if is_reference(text)}
-
-
 def escape_token(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 

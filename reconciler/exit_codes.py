@@ -1,0 +1,6 @@
+"""The exit codes of the user-facing contract (DESIGN.md), in one place."""
+
+OK = 0  # success; `plan --detailed-exitcode`: no changes; `apply`: converged
+ERROR = 1  # bad input, lock held, stale plan, guard tripped; `apply`: nothing done
+CHANGES = 2  # `plan --detailed-exitcode` only: the plan has changes
+PARTIAL = 3  # `apply` only: some sessions applied, some failed
