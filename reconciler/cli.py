@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{count} problem{'s' if count != 1 else ''} found.", file=sys.stderr)
         return exit_codes.ERROR
     except ReconcilerError as error:
-        print(f"error: {error}", file=sys.stderr)
+        for line in str(error).splitlines() or [type(error).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         return exit_codes.ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

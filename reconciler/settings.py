@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,9 +19,18 @@ from pydantic_settings import (
 )
 
 from reconciler.errors import SettingsError
+from reconciler.settings_check import (
+    SETTINGS_FILE,
+    setting_names,
+    toml_problem,
+    unknown_environment,
+    value_problems,
+)
 
 
 class VolcengineSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     endpoint: str = "https://rtc.volcengineapi.com"
     region: str = "cn-north-1"
     api_version: str = "2024-12-01"
@@ -31,6 +41,8 @@ class VolcengineSettings(BaseModel):
 
 
 class EmulatorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     port: int = Field(default=8790, ge=0, le=65535)
     access_key_id: str = "AKLTemulator"
     secret_access_key: SecretStr = SecretStr("emulator-secret")
@@ -40,8 +52,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RECONCILER_",
         env_nested_delimiter="__",
-        toml_file="reconciler.toml",
-        extra="ignore",
+        toml_file=SETTINGS_FILE,
+        # A misspelt key must not be silently ignored (a typo in `max_stops` would lift a guard).
+        extra="forbid",
     )
 
     state: str = ".reconciler/state.db"
@@ -83,11 +96,23 @@ class VolcengineCredentials:
         return f"VolcengineCredentials(access_key_id={self.access_key_id!r}, secret=***)"
 
 
-def load_settings() -> Settings:
+def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
+    """The settings, or SettingsError with one line per problem: unknown names (with a hint) and
+    bad values, each named as the user wrote it. `environ` must be what pydantic reads too."""
+    known = setting_names(Settings)
+    toml_path = Path(SETTINGS_FILE)
+    problems = unknown_environment(environ, known)
+    syntax = toml_problem(toml_path)
+    if syntax is not None:
+        raise SettingsError("\n".join([*problems, syntax]))
     try:
-        return Settings()
-    except Exception as exc:  # pydantic's ValidationError, TOML errors: one clean message
-        raise SettingsError(f"invalid settings: {exc}") from None
+        settings = Settings()
+    except ValidationError as exc:
+        problems += value_problems(exc.errors(), environ, known, Settings, toml_path)
+        settings = None
+    if problems or settings is None:
+        raise SettingsError("\n".join(problems) or "invalid settings")
+    return settings
 
 
 def volcengine_credentials(

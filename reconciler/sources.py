@@ -7,7 +7,12 @@ import os
 from pathlib import Path
 
 from reconciler.core.load import MAX_FILE_BYTES, SUFFIXES, Document, parse_document
+from reconciler.core.render import PLAN_KIND
 from reconciler.errors import Problem, ValidationFailed
+
+# Files a directory walk never reads as manifests, whatever the ignore file says: the settings
+# file (often kept beside the manifests in a GitOps repository).
+RESERVED_NAMES = frozenset({"reconciler.toml"})
 
 
 def discover(paths: list[str]) -> tuple[list[str], list[Problem]]:
@@ -45,6 +50,7 @@ def _walk(root: str) -> list[str]:
             if (
                 not name.startswith(".")
                 and name.lower().endswith(SUFFIXES)
+                and name not in RESERVED_NAMES
                 and not _is_ignored(_join(relative, name), False, ignored)
             ):
                 files.append(os.path.join(directory, name))
@@ -82,8 +88,12 @@ def _is_ignored(relative: str, is_dir: bool, patterns: list[str]) -> bool:
 
 def read_documents(paths: list[str]) -> tuple[list[Document], list[Problem]]:
     """Every readable document under the paths, and a problem for each one that is not (the
-    caller still validates the others, so every problem is reported at once)."""
+    caller still validates the others, so every problem is reported at once).
+
+    A saved plan (`plan --out`) found in a directory is not a manifest and is skipped; one
+    named explicitly is a mistake worth a clear message."""
     files, problems = discover(paths)
+    explicit = {path for path in paths if os.path.isfile(path)}
     documents: list[Document] = []
     for path in files:
         try:
@@ -98,7 +108,24 @@ def read_documents(paths: list[str]) -> tuple[list[Document], list[Problem]]:
             problems.append(Problem(path, "", f"cannot read: {exc.strerror or exc}"))
             continue
         try:
-            documents.append(parse_document(path, data))
+            document = parse_document(path, data)
         except ValidationFailed as failed:
             problems.extend(failed.problems)
+            continue
+        if _is_saved_plan(document):
+            if path in explicit:
+                problems.append(
+                    Problem(
+                        path,
+                        "",
+                        "this is a saved plan, not a manifest: apply it with "
+                        f"`reconciler apply {path}`",
+                    )
+                )
+            continue
+        documents.append(document)
     return documents, problems
+
+
+def _is_saved_plan(document: Document) -> bool:
+    return isinstance(document.data, dict) and document.data.get("kind") == PLAN_KIND

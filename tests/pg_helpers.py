@@ -1,5 +1,5 @@
 """Reaching the test PostgreSQL server: skip with the reason where none is reachable, except in
-CI (RECONCILER_REQUIRE_POSTGRES=1), where an unreachable server fails the run instead."""
+CI (REQUIRE_POSTGRES_TESTS=1), where an unreachable server fails the run instead."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def postgres_url() -> str:
-    url = os.environ.get("RECONCILER_TEST_POSTGRES_URL", DEFAULT_URL)
+    url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_URL)
     try:
         with psycopg.connect(url, connect_timeout=5):
             pass
     except psycopg.Error as exc:
         # The libpq message names host and port, never the password.
         reason = str(exc).strip().splitlines()[0]
-        message = f"no PostgreSQL server reachable at RECONCILER_TEST_POSTGRES_URL: {reason}"
-        if os.environ.get("RECONCILER_REQUIRE_POSTGRES") == "1":
-            pytest.fail(message + " (RECONCILER_REQUIRE_POSTGRES=1: these tests must run)")
+        message = f"no PostgreSQL server reachable at TEST_POSTGRES_URL: {reason}"
+        if os.environ.get("REQUIRE_POSTGRES_TESTS") == "1":
+            pytest.fail(message + " (REQUIRE_POSTGRES_TESTS=1: these tests must run)")
         pytest.skip(message)
     return url
 

@@ -70,7 +70,7 @@ def test_settings_from_environment_and_toml(
     assert "env-secret" not in repr(settings)
     assert volcengine_credentials(settings, environ={}).secret_access_key == "env-secret"
     monkeypatch.setenv("RECONCILER_PARALLELISM", "lots")
-    with pytest.raises(SettingsError, match="parallelism"):
+    with pytest.raises(SettingsError, match="RECONCILER_PARALLELISM"):
         load_settings()
 
 

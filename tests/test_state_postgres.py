@@ -2,7 +2,7 @@
 several checkouts on one database, concurrent migrations, an advisory lock that dies with its
 connection and can be forced open, passwords kept out of messages).
 
-Runs against RECONCILER_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test);
+Runs against TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test);
 every test works in a fresh schema that is dropped afterwards. The tests are skipped only when no
 server answers there.
 """
