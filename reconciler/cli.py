@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from reconciler import exit_codes
-from reconciler.errors import ReconcilerError, ValidationFailed
+from reconciler.errors import ReconcilerError, UsageError, ValidationFailed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except UsageError as error:
+        print(f"reconciler {args.command}: error: {error}", file=sys.stderr)
+        return exit_codes.USAGE
     except ValidationFailed as failed:
         for problem in failed.problems:
             print(problem, file=sys.stderr)

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from reconciler import exit_codes
 from reconciler.core.plan import Guards, Plan, make_plan
-from reconciler.core.render import record_document, render_json, render_records, render_text
+from reconciler.core.plan_signature import signed
+from reconciler.core.render import (
+    plan_document,
+    record_document,
+    render_json,
+    render_records,
+    render_text,
+)
 from reconciler.core.render_markdown import render_markdown
 from reconciler.core.saved import literal_secrets
 from reconciler.errors import ReconcilerError, StateError, ValidationFailed
@@ -53,6 +60,8 @@ def plan(args: argparse.Namespace) -> int:
     try:
         result = _plan_from_files(args.paths, store, guards_from(args, settings))
         pending = len(store.pending_intents())
+        # The key that binds a saved plan to this state (see plan_signature.py).
+        plan_key = store.meta().fingerprint_key
     finally:
         store.close()
     if pending:
@@ -77,7 +86,8 @@ def plan(args: argparse.Namespace) -> int:
         problems = literal_secrets(result, sensitive)
         if problems:
             raise ValidationFailed(problems)
-        _write_atomically(Path(args.out), render_json(result, sensitive))
+        document = signed(plan_document(result, sensitive), plan_key)
+        _write_atomically(Path(args.out), json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         print(
             f"Saved the plan to {args.out}; apply it with: reconciler apply {args.out}",
             file=sys.stderr,

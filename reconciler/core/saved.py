@@ -72,6 +72,7 @@ class SavedPlan:
     serial: int
     created_at: str
     actions: tuple[dict[str, Any], ...]
+    refused: bool  # it had violations when it was made (such a plan is never saved)
 
 
 def parse_saved_plan(document: Mapping[str, Any], path: str) -> SavedPlan:
@@ -80,26 +81,41 @@ def parse_saved_plan(document: Mapping[str, Any], path: str) -> SavedPlan:
             f"{path}: plan format version {document.get('format_version')!r} is not "
             f"{PLAN_FORMAT_VERSION}: make the plan again with this reconciler"
         )
-    if document.get("violations"):
-        raise PlanRefused(f"{path}: this plan was refused by a guard when it was made")
     try:
         return SavedPlan(
-            lineage=str(document["lineage"]),
+            lineage=_string(document["lineage"]),
             serial=int(document["serial"]),
-            created_at=str(document["created_at"]),
+            created_at=_string(document["created_at"]),
             actions=tuple(document["actions"]),
+            refused=bool(document["violations"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise PlanRefused(f"{path}: not a usable saved plan ({exc})") from None
+        raise PlanRefused(f"{path}: not a usable saved plan (field {exc})") from None
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a string")
+    return value
+
+
+def foreign_lineage(saved: SavedPlan, meta: StateMeta) -> str | None:
+    """Why a saved plan belongs to another state, or None when its lineage is this state's.
+
+    Checked before the MAC: a plan for another state is stale, not modified."""
+    if saved.lineage == meta.lineage:
+        return None
+    return (
+        f"the plan is stale: it was made for another state (lineage {saved.lineage}, "
+        f"this state is {meta.lineage})"
+    )
 
 
 def staleness(saved: SavedPlan, meta: StateMeta, now: datetime, max_age: float) -> str | None:
     """Why the saved plan no longer describes this state, or None when it still does."""
-    if saved.lineage != meta.lineage:
-        return (
-            f"the plan is stale: it was made for another state (lineage {saved.lineage}, "
-            f"this state is {meta.lineage})"
-        )
+    foreign = foreign_lineage(saved, meta)
+    if foreign is not None:
+        return foreign
     if saved.serial != meta.serial:
         return (
             f"the plan is stale: the state changed since it was made (serial {saved.serial} "
@@ -116,8 +132,15 @@ def staleness(saved: SavedPlan, meta: StateMeta, now: datetime, max_age: float) 
     return None
 
 
-def plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord]) -> Plan:
+def plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord], path: str) -> Plan:
     """The reviewed actions, bound to the records they were made against (same serial)."""
+    try:
+        return _plan_from_saved(saved, records)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PlanRefused(f"{path}: not a usable saved plan ({exc!r})") from None
+
+
+def _plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord]) -> Plan:
     recorded = {record.name: record for record in records}
     actions: list[Action] = []
     for item in saved.actions:
