@@ -148,7 +148,13 @@ def test_guards() -> None:
     protected = [replace(records[0], protect=True), *records[1:]]
     keep = [session(f"s{i}") for i in range(1, 5)]
     plan = make_plan(keep, protected, META, SENSITIVE, secrets)
-    assert any("s0" in v and "protected" in v for v in plan.violations)
+    # A protected session no longer declared is kept running, and blocks nothing.
+    assert not plan.violations
+    kept = [a for a in plan.actions if a.name == "s0"]
+    assert [(a.kind, a.reason) for a in kept] == [
+        (ActionKind.KEEP, "kept: protected (no longer declared)")
+    ]
+    assert not plan.changes
     restart = [session("s0", spec=spec("s0", temperature=0.1), protect=True), *keep]
     plan = make_plan(restart, protected, META, SENSITIVE, secrets)
     assert any("refusing to restart" in v for v in plan.violations)

@@ -7,6 +7,8 @@ Each session gets exactly one action:
              conversation: Volcengine cannot change a running task's config)
     update   running, same config, new announcements          → UpdateVoiceChat per announcement
              or changed labels/protect only                   → the record only, no call
+    keep     protected, no longer declared                    → nothing: it keeps running (as
+             Argo CD's Prune=false); shown, but not a change
     noop     nothing to do
 Guards turn a dangerous plan into violations; a plan with violations must not be applied.
 """
@@ -39,7 +41,13 @@ class ActionKind(StrEnum):
     DELETE = "delete"
     REPLACE = "replace"
     UPDATE = "update"
+    KEEP = "keep"
     NOOP = "noop"
+
+
+# Kinds that call nothing and change no record.
+UNCHANGING = frozenset({ActionKind.KEEP, ActionKind.NOOP})
+KEPT_REASON = "kept: protected (no longer declared)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,7 @@ class Summary:
     delete: int = 0
     replace: int = 0
     update: int = 0
+    keep: int = 0
     noop: int = 0
 
     @property
@@ -113,7 +122,11 @@ class Plan:
 
     @property
     def changes(self) -> tuple[Action, ...]:
-        return tuple(action for action in self.actions if action.kind is not ActionKind.NOOP)
+        return tuple(action for action in self.actions if action.kind not in UNCHANGING)
+
+    @property
+    def kept(self) -> tuple[Action, ...]:
+        return tuple(action for action in self.actions if action.kind is ActionKind.KEEP)
 
     @property
     def summary(self) -> Summary:
@@ -125,6 +138,7 @@ class Plan:
             delete=counts[ActionKind.DELETE],
             replace=counts[ActionKind.REPLACE],
             update=counts[ActionKind.UPDATE],
+            keep=counts[ActionKind.KEEP],
             noop=counts[ActionKind.NOOP],
         )
 
@@ -155,13 +169,16 @@ def make_plan(
             actions.append(_compare(session, record, redactor, unresolved))
     for record in records:
         if record.name not in declared:
+            # Protection is kept in the record: a protected session whose declaration was
+            # removed keeps running and does not block the rest of the plan.
+            kept = record.protect
             actions.append(
                 Action(
-                    ActionKind.DELETE,
+                    ActionKind.KEEP if kept else ActionKind.DELETE,
                     record.name,
                     record.provider,
                     record.identity,
-                    "no longer declared",
+                    KEPT_REASON if kept else "no longer declared",
                     recorded=record,
                 )
             )
@@ -305,17 +322,13 @@ def _violations(
     guards: Guards,
 ) -> list[str]:
     violations: list[str] = []
-    if not desired and records and not guards.allow_empty:
+    deletes = sum(1 for action in actions if action.kind is ActionKind.DELETE)
+    if not desired and deletes and not guards.allow_empty:
         violations.append(
-            f"the desired set is empty but {len(records)} session(s) are recorded as running: "
+            f"the desired set is empty but {deletes} session(s) are recorded as running: "
             "refusing to stop them all (pass --allow-empty if that is really meant)"
         )
     for action in actions:
-        if action.kind is ActionKind.DELETE and action.recorded and action.recorded.protect:
-            violations.append(
-                f'session "{action.name}" is protected: refusing to stop it (declare it again '
-                'with "protect": false and apply, then remove it)'
-            )
         if action.kind is ActionKind.REPLACE and action.desired and action.desired.protect:
             violations.append(
                 f'session "{action.name}" is protected: refusing to restart it for '

@@ -29,6 +29,7 @@ def render_markdown(
         f"| restart (cuts the live conversation) | {summary.replace} |",
         f"| stop | {summary.delete} |",
         f"| update in place | {summary.update} |",
+        f"| kept: protected (no longer declared) | {summary.keep} |",
         f"| unchanged | {summary.noop} |",
         "",
     ]
@@ -40,6 +41,10 @@ def render_markdown(
     text = "\n".join(head) + "\n"
     changes = plan.changes
     lines = [_action_line(action) for action in changes]
+    # Kept sessions are listed (they are what the reader must not miss) but are not changes.
+    if plan.kept:
+        text += "#### Kept running\n\n"
+        text += "".join(_action_line(action) + "\n" for action in plan.kept) + "\n"
     shown = 0
     if changes:
         text += "#### Actions\n\n"
