@@ -97,7 +97,7 @@ def test_a_kept_session_is_not_a_change_and_shows_in_every_format(ws: Workspace)
     markdown = ws.run("plan", "desired", "--format", "markdown")
     assert markdown.code == 0, str(markdown)
     assert "| kept: protected (no longer declared) | 1 |" in markdown.out
-    assert f"- `=` **keep** `vip`" in markdown.out and KEPT in markdown.out
+    assert "- `=` **keep** `vip`" in markdown.out and KEPT in markdown.out
 
 
 def test_a_saved_plan_keeps_the_protected_session_too(ws: Workspace) -> None:
