@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.apply import Applier, ApplyReport, Outcome, SessionResult
-from reconciler.commands import guards_from
+from reconciler.commands import guards_from, selection_from
 from reconciler.core.model import DesiredSession
 from reconciler.core.plan import Plan, make_plan
 from reconciler.core.plan_signature import has_valid_mac
@@ -36,12 +36,17 @@ from reconciler.retrying import RetryPolicy, TokenBucket
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.open import open_state
-from reconciler.workspace import load_desired, schema_set, secrets_for, utc_now
+from reconciler.workspace import load_desired, path_forms, schema_set, secrets_for, utc_now
 
 
 def apply(args: argparse.Namespace) -> int:
     settings = load_settings()
     saved = _saved_plan(args.paths)
+    if saved is not None and (args.selector or args.target):
+        raise UsageError(
+            "-l / --target do not apply to a saved plan: it applies exactly the actions it "
+            "holds; make the plan with -l / --target instead"
+        )
     store = open_state(settings.state)
     try:
         if saved is not None:
@@ -107,6 +112,8 @@ async def _apply_files(
             secrets,
             guards_from(args, settings),
             created_at=utc_now(),
+            selection=selection_from(args),
+            given_paths=path_forms(args.paths),
         )
         return await _execute(args, applier, plan, recovered)
 

@@ -205,4 +205,8 @@ def test_after_recording_a_plan_planning_again_yields_only_noops(
     recorded = [record for record in outcome if record is not None]
     again = make_plan(after, recorded, META, SENSITIVE, second_secrets, guards)
     assert not again.changes, [(a.name, a.kind, a.reason) for a in again.changes]
-    assert len(again.actions) == len(after)
+    # Protected sessions no longer declared are kept running (and stay recorded).
+    declared = {session.name for session in after}
+    kept = {r.name for r in records if r.protect and r.name not in declared}
+    assert {action.name for action in again.kept} == kept
+    assert len(again.actions) == len(after) + len(kept)

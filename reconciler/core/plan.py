@@ -16,6 +16,7 @@ Guards turn a dangerous plan into violations; a plan with violations must not be
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -32,6 +33,7 @@ from reconciler.core.normalize import (
     value_at,
 )
 from reconciler.core.providers import RULES
+from reconciler.core.selection import EVERY_SESSION, Selection
 
 DEFAULT_MAX_STOPS = 20
 
@@ -119,6 +121,8 @@ class Plan:
     created_at: str = ""
     max_stops: int | None = DEFAULT_MAX_STOPS
     notes: tuple[str, ...] = field(default=())
+    # Sessions (declared or recorded) that a -l / --target selection left out of this plan.
+    outside_selection: int = 0
 
     @property
     def changes(self) -> tuple[Action, ...]:
@@ -151,7 +155,13 @@ def make_plan(
     secrets: Mapping[str, str],
     guards: Guards = Guards(),
     created_at: str = "",
+    selection: Selection = EVERY_SESSION,
+    given_paths: Sequence[str] = (),
 ) -> Plan:
+    """The plan for the sessions in `selection` (all by default). `given_paths` are the
+    paths the desired set was read from (each as given and as absolute), for the note about
+    records declared elsewhere; empty when unknown (a saved plan, a test)."""
+    desired, records, outside = _in_scope(desired, records, selection)
     recorded = {record.name: record for record in records}
     declared = {session.name for session in desired}
     unresolved = {ref for s in desired for ref in s.secret_references} - secrets.keys()
@@ -187,11 +197,73 @@ def make_plan(
         actions=tuple(actions),
         lineage=meta.lineage,
         serial=meta.serial,
-        violations=tuple(_violations(actions, desired, records, guards)),
+        violations=tuple(_violations(actions, desired, guards, selection)),
         created_at=created_at,
         max_stops=guards.max_stops,
-        notes=_unresolved_note(sorted(unresolved)),
+        notes=_unresolved_note(sorted(unresolved)) + _outside_paths_note(actions, given_paths),
+        outside_selection=outside,
     )
+
+
+def _in_scope(
+    desired: Sequence[DesiredSession], records: Sequence[SessionRecord], selection: Selection
+) -> tuple[Sequence[DesiredSession], Sequence[SessionRecord], int]:
+    """The declared sessions and records the selection keeps, and how many it leaves out.
+    A declared session is judged by its declared labels; a record no longer declared by the
+    labels it was recorded with."""
+    if not selection.limited:
+        return desired, records, 0
+    declared = {session.name for session in desired}
+    selection.check_targets(declared | {record.name for record in records})
+    kept_desired = [s for s in desired if selection.includes(s.name, s.labels)]
+    kept_names = {session.name for session in kept_desired}
+    kept_records = [
+        r
+        for r in records
+        if r.name in kept_names or (r.name not in declared and selection.includes(r.name, r.labels))
+    ]
+    every = declared | {record.name for record in records}
+    considered = kept_names | {record.name for record in kept_records}
+    return kept_desired, kept_records, len(every - considered)
+
+
+def _outside_paths_note(actions: Sequence[Action], given_paths: Sequence[str]) -> tuple[str, ...]:
+    """Say so when the plan stops sessions declared in files outside the paths given: the
+    usual cause is a subdirectory passed where the whole tree was meant."""
+    if not given_paths:
+        return ()
+    roots = [posixpath.normpath(path) for path in given_paths]
+    elsewhere = sorted(
+        {
+            source
+            for action in actions
+            if action.kind is ActionKind.DELETE
+            and action.recorded is not None
+            and (source := action.recorded.source)
+            and not any(_within(source, root) for root in roots)
+        }
+    )
+    count = sum(
+        1
+        for action in actions
+        if action.kind is ActionKind.DELETE
+        and action.recorded is not None
+        and action.recorded.source in elsewhere
+    )
+    if not count:
+        return ()
+    shown = ", ".join(elsewhere[:3]) + (", ..." if len(elsewhere) > 3 else "")
+    return (
+        f"{count} session(s) to stop were declared in files outside the given paths ({shown}): "
+        "pass the directory that holds every manifest, or limit the plan with -l / --target",
+    )
+
+
+def _within(source: str, root: str) -> bool:
+    path = posixpath.normpath(source)
+    if root == ".":
+        return not posixpath.isabs(path)
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _create(session: DesiredSession) -> Action:
@@ -318,14 +390,20 @@ def _desired_value(session: DesiredSession, name: str) -> object:
 def _violations(
     actions: Sequence[Action],
     desired: Sequence[DesiredSession],
-    records: Sequence[SessionRecord],
     guards: Guards,
+    selection: Selection,
 ) -> list[str]:
     violations: list[str] = []
     deletes = sum(1 for action in actions if action.kind is ActionKind.DELETE)
-    if not desired and deletes and not guards.allow_empty:
+    # Sessions named with --target are stopped on purpose; an empty set is not an accident.
+    if not desired and deletes and not guards.allow_empty and not selection.targets:
+        what = (
+            "no session in the selection is declared"
+            if selection.limited
+            else ("the desired set is empty")
+        )
         violations.append(
-            f"the desired set is empty but {deletes} session(s) are recorded as running: "
+            f"{what} but {deletes} session(s) are recorded as running: "
             "refusing to stop them all (pass --allow-empty if that is really meant)"
         )
     for action in actions:

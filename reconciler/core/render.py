@@ -31,7 +31,7 @@ SYMBOLS = {
 
 def summary_line(plan: Plan) -> str:
     summary = plan.summary
-    kept = _kept_clause(plan)
+    kept = _kept_clause(plan) + _outside_clause(plan)
     if not summary.changes:
         return f"No changes. {summary.noop} running session(s) match the desired state.{kept}"
     parts = []
@@ -45,6 +45,12 @@ def summary_line(plan: Plan) -> str:
     if summary.update:
         parts.append(f"{summary.update} to update in place")
     return "Plan: " + ", ".join(parts) + "." + kept
+
+
+def _outside_clause(plan: Plan) -> str:
+    if not plan.outside_selection:
+        return ""
+    return f" {plan.outside_selection} session(s) outside the selection were not considered."
 
 
 def _kept_clause(plan: Plan) -> str:
@@ -160,6 +166,7 @@ def plan_document(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> dict[s
             "update": summary.update,
             "keep": summary.keep,
             "noop": summary.noop,
+            "outside_selection": plan.outside_selection,
             "cuts_conversations": summary.replace,
             "text": summary_line(plan),
         },
@@ -239,6 +246,7 @@ def record_document(record: SessionRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "last_error": record.last_error,
+        "source": record.source,
     }
 
 

@@ -73,6 +73,8 @@ class SavedPlan:
     created_at: str
     actions: tuple[dict[str, Any], ...]
     refused: bool  # it had violations when it was made (such a plan is never saved)
+    notes: tuple[str, ...] = ()
+    outside_selection: int = 0
 
 
 def parse_saved_plan(document: Mapping[str, Any], path: str) -> SavedPlan:
@@ -88,6 +90,8 @@ def parse_saved_plan(document: Mapping[str, Any], path: str) -> SavedPlan:
             created_at=_string(document["created_at"]),
             actions=tuple(document["actions"]),
             refused=bool(document["violations"]),
+            notes=tuple(_string(note) for note in document["notes"]),
+            outside_selection=int(document["summary"].get("outside_selection", 0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanRefused(f"{path}: not a usable saved plan (field {exc})") from None
@@ -171,7 +175,14 @@ def _plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord]) -> Plan
                 recorded=record,
             )
         )
-    return Plan(tuple(actions), saved.lineage, saved.serial, created_at=saved.created_at)
+    return Plan(
+        tuple(actions),
+        saved.lineage,
+        saved.serial,
+        created_at=saved.created_at,
+        notes=saved.notes,
+        outside_selection=saved.outside_selection,
+    )
 
 
 def _announcement(item: Mapping[str, Any]) -> Announcement:
