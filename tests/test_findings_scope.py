@@ -133,3 +133,295 @@ def test_protection_still_refuses_a_restart(ws: Workspace) -> None:
     assert refused.code == 1, str(refused)
     assert 'session "vip" is protected: refusing to restart it' in refused.out
     assert calls_by_action(ws) == before
+
+
+# -- item 11: selecting sessions, and a plan that says it sees only part of the state ------
+
+
+def test_selector_grammar() -> None:
+    from reconciler.core.selection import Operator, Requirement, Selection, parse_selector
+
+    assert parse_selector("team=support, tier==1,env!=prod,canary,!legacy") == (
+        Requirement("team", Operator.EQUALS, "support"),
+        Requirement("tier", Operator.EQUALS, "1"),
+        Requirement("env", Operator.NOT_EQUALS, "prod"),
+        Requirement("canary", Operator.EXISTS),
+        Requirement("legacy", Operator.NOT_EXISTS),
+    )
+    assert parse_selector("app.example.com/tier=") == (
+        Requirement("app.example.com/tier", Operator.EQUALS, ""),
+    )
+    selection = Selection(parse_selector("team=support,env!=prod,!legacy"))
+    assert selection.includes("a", {"team": "support"})
+    assert selection.includes("a", {"team": "support", "env": "staging"})
+    assert not selection.includes("a", {"team": "support", "env": "prod"})
+    assert not selection.includes("a", {"team": "support", "legacy": "yes"})
+    assert not selection.includes("a", {"team": "sales"})
+    targeted = Selection(parse_selector("team"), frozenset({"a"}))
+    assert targeted.includes("a", {"team": "x"})
+    assert not targeted.includes("b", {"team": "x"})
+    assert not targeted.includes("a", {})
+    assert not Selection().limited and Selection().includes("anything", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "fault"),
+    [
+        ("team=a=b", "'team=a=b' is not key=value"),
+        ("team=a,,tier=1", "an empty requirement is not key=value"),
+        ("", "an empty requirement"),
+        ("-team=a", "'-team' is not a label key"),
+        ("!team=a", "'!team=a' negates a comparison; write key!=value"),
+    ],
+)
+def test_a_bad_selector_is_named(text: str, fault: str) -> None:
+    from reconciler.core.selection import SelectorError, parse_selector
+
+    with pytest.raises(SelectorError) as raised:
+        parse_selector(text)
+    assert str(raised.value).startswith(f"invalid selector {text!r}: ")
+    assert fault in str(raised.value)
+
+
+def labelled(name: str, team: str) -> dict[str, Any]:
+    return session(name, labels={"team": team})
+
+
+def test_a_selector_limits_the_plan_and_leaves_the_others_untouched(ws: Workspace) -> None:
+    converge(
+        ws,
+        [labelled("s1", "support"), labelled("s2", "support"), labelled("x1", "sales")],
+    )
+    # Everything changes, but only the support sessions are in scope.
+    ws.declare(
+        [
+            labelled("s1", "support") | {"spec": session("s1", temperature=0.9)["spec"]},
+            labelled("s3", "support"),
+            labelled("x2", "sales"),
+        ]
+    )
+    before = calls_by_action(ws)
+    plan = ws.run("plan", "desired", "-l", "team=support", "--detailed-exitcode")
+    assert plan.code == 2, str(plan)
+    assert "replace s1" in plan.out and "create s3" in plan.out and "delete s2" in plan.out
+    assert "x1" not in plan.out and "x2" not in plan.out
+    assert (
+        "Plan: 1 to start, 1 to restart (cuts 1 live conversation), 1 to stop. "
+        "2 session(s) outside the selection were not considered."
+    ) in plan.out
+    as_json = json.loads(ws.run("plan", "desired", "-l", "team=support", "--format", "json").out)
+    assert sorted(a["name"] for a in as_json["actions"]) == ["s1", "s2", "s3"]
+    assert as_json["summary"]["outside_selection"] == 2
+
+    result = ws.apply("-l", "team=support", here=False)
+    assert result.code == 0, str(result)
+    assert task_ids(ws) == {"task-s1", "task-s3", "task-x1"}  # x1 kept, x2 not started
+    after = calls_by_action(ws)
+    assert after["StartVoiceChat"] - before.get("StartVoiceChat", 0) == 2
+    assert after["StopVoiceChat"] - before.get("StopVoiceChat", 0) == 2
+
+
+def test_targets_and_repeated_selectors(ws: Workspace) -> None:
+    converge(ws, [labelled("a", "support"), labelled("b", "support"), labelled("c", "sales")])
+    ws.declare([labelled("b", "support")])  # a and c are no longer declared
+    before = calls_by_action(ws)
+    # --target picks names; a repeated -l must hold too (AND): c is not support.
+    plan = ws.run("plan", "desired", "--target", "a", "--target", "c", "-l", "team=support")
+    assert plan.code == 0, str(plan)
+    assert "delete a" in plan.out and "delete c" not in plan.out
+    assert "2 session(s) outside the selection were not considered." in plan.out
+    # Stopping a targeted session is meant: the empty-desired guard does not trip.
+    result = ws.apply("--target", "a", here=False)
+    assert result.code == 0, str(result)
+    assert "Refused" not in result.out
+    assert task_ids(ws) == {"task-b", "task-c"}
+    assert calls_by_action(ws)["StopVoiceChat"] - before.get("StopVoiceChat", 0) == 1
+
+
+def test_an_empty_selection_of_declared_sessions_still_guards(ws: Workspace) -> None:
+    converge(ws, [labelled("a", "support"), labelled("c", "sales")])
+    ws.declare([labelled("c", "sales")])
+    before = calls_by_action(ws)
+    refused = ws.apply("-l", "team=support", here=False)
+    assert refused.code == 1, str(refused)
+    assert "no session in the selection is declared but 1 session(s)" in refused.out
+    assert calls_by_action(ws) == before
+
+
+def test_a_target_naming_nothing_is_an_error(ws: Workspace) -> None:
+    converge(ws, [session("a")])
+    before = calls_by_action(ws)
+    for command in (["plan", "desired"], ["apply", "desired", "--auto-approve"]):
+        result = ws.run(*command, "--target", "a", "--target", "nope")
+        assert result.code == 1, str(result)
+        assert result.err == ('error: --target "nope": no such session is declared or recorded\n')
+    assert calls_by_action(ws) == before
+
+
+def test_a_bad_selector_is_a_usage_error(ws: Workspace) -> None:
+    ws.declare([session("a")])
+    result = ws.run("plan", "desired", "-l", "team=a=b")
+    assert result.code == 2, str(result)
+    assert (
+        "reconciler plan: error: argument -l/--selector: invalid selector 'team=a=b': "
+        "'team=a=b' is not key=value, key!=value, key or !key"
+    ) in result.err
+    assert "Traceback" not in result.err
+    assert ws.emulator.calls()["total"] == 0
+
+
+def test_a_saved_plan_made_with_a_selection_applies_exactly_its_actions(ws: Workspace) -> None:
+    converge(ws, [labelled("s1", "support"), labelled("x1", "sales")])
+    ws.declare([labelled("s2", "support"), labelled("x2", "sales")])
+    made = ws.run("plan", "desired", "-l", "team=support", "--out", "plan.json")
+    assert made.code == 0, str(made)
+    result = ws.run("apply", "plan.json", "--auto-approve")
+    assert result.code == 0, str(result)
+    # The reviewed plan, shown again as it was made: x1 and x2 were outside its selection.
+    assert "2 session(s) outside the selection were not considered." in result.out
+    assert task_ids(ws) == {"task-s2", "task-x1"}
+    # Selecting again at apply time is meaningless for a saved plan: a usage error.
+    again = ws.run("apply", "plan.json", "--auto-approve", "-l", "team=sales")
+    assert again.code == 2, str(again)
+    assert "-l / --target do not apply to a saved plan" in again.err
+
+
+def test_a_subdirectory_plan_says_it_stops_sessions_declared_elsewhere(ws: Workspace) -> None:
+    us = [session(f"us{i}") for i in range(3)]
+    ws.declare(us, name="us/a.json")
+    ws.declare([session("eu0")], name="eu/b.json")
+    assert ws.run("apply", "desired", "--auto-approve").code == 0
+    records = {r["name"]: r["source"] for r in ws.records()}
+    assert records == {
+        "eu0": "desired/eu/b.json",
+        "us0": "desired/us/a.json",
+        "us1": "desired/us/a.json",
+        "us2": "desired/us/a.json",
+    }
+    before = calls_by_action(ws)
+    plan = ws.run("plan", "desired/eu")
+    assert plan.code == 0, str(plan)
+    assert (
+        "Note: 3 session(s) to stop were declared in files outside the given paths "
+        "(desired/us/a.json): pass the directory that holds every manifest, or limit the plan "
+        "with -l / --target"
+    ) in plan.out
+    as_json = json.loads(ws.run("plan", "desired/eu", "--format", "json").out)
+    assert any("outside the given paths" in note for note in as_json["notes"])
+    markdown = ws.run("plan", "desired/eu", "--format", "markdown").out
+    assert "> 3 session(s) to stop were declared in files outside the given paths" in markdown
+    # The whole tree, or an absolute path to it, holds every source: no note.
+    whole = ws.run("plan", str(ws.root / "desired"))
+    assert whole.code == 0 and "outside the given paths" not in whole.out
+    assert calls_by_action(ws) == before
+
+
+def test_old_records_without_a_source_get_no_note(ws: Workspace) -> None:
+    import sqlite3
+
+    ws.declare([session("a"), session("b")])
+    assert ws.apply(here=False).code == 0
+    with sqlite3.connect(ws.state) as raw:
+        raw.execute("UPDATE sessions SET source = NULL")
+    ws.declare([session("b")], name="other/b.json")
+    (ws.manifests / "sessions.json").unlink()
+    plan = ws.run("plan", "desired/other")
+    assert plan.code == 0 and "delete a" in plan.out, str(plan)
+    assert "outside the given paths" not in plan.out
+
+
+# -- the `source` column: migrating a state made before it --------------------------------
+
+_V1_RECORD = (
+    "a",
+    "volcengine",
+    "app/room/task",
+    "fp",
+    "{}",
+    "running",
+    '{"AppId": "app"}',
+    "[]",
+    0,
+    '{"team": "x"}',
+    "t0",
+    "t0",
+    None,
+)
+
+
+def test_a_version_1_sqlite_state_migrates_and_keeps_its_records(tmp_path: Path) -> None:
+    import sqlite3
+
+    from reconciler.core.model import SessionRecord
+    from reconciler.state.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStateStore
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as raw:
+        for statement in MIGRATIONS[0]:
+            raw.execute(statement)
+        raw.execute("PRAGMA user_version = 1")
+        raw.execute("INSERT INTO meta VALUES (1, 'lineage-old', 4, x'00', 't0')")
+        raw.execute(f"INSERT INTO sessions VALUES ({', '.join('?' * 13)})", _V1_RECORD)
+    with SqliteStateStore(path) as store:
+        (record,) = store.list_records()
+        assert (record.name, record.labels, record.source) == ("a", {"team": "x"}, None)
+        assert store.meta().serial == 4 and store.meta().lineage == "lineage-old"
+        store.put_record(SessionRecord("b", "volcengine", "i", "f", "{}", source="d/b.json"))
+    with SqliteStateStore(path) as store:
+        reread = store.get_record("b")
+        assert reread is not None and reread.source == "d/b.json"
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_a_version_1_postgres_state_migrates_and_keeps_its_records() -> None:
+    import psycopg
+    from pg_helpers import postgres_url, throwaway_schema
+    from psycopg import sql
+
+    from reconciler.core.model import SessionRecord
+    from reconciler.state.pg_schema import MIGRATIONS, SCHEMA_VERSION
+    from reconciler.state.postgres import PostgresStateStore
+
+    url = postgres_url()
+    with throwaway_schema(url) as schema:
+        names = {
+            name: sql.Identifier(schema, name)
+            for name in ("meta", "sessions", "journal", "lock_holder", "schema_version")
+        }
+        with psycopg.connect(url, autocommit=True) as raw:
+            raw.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            for statement in MIGRATIONS[0]:
+                raw.execute(sql.SQL(statement).format(**names))
+            raw.execute(
+                sql.SQL("CREATE TABLE {} (id integer PRIMARY KEY, version integer)").format(
+                    names["schema_version"]
+                )
+            )
+            raw.execute(sql.SQL("INSERT INTO {} VALUES (1, 1)").format(names["schema_version"]))
+            raw.execute(
+                sql.SQL("INSERT INTO {} VALUES (1, 'lineage-old', 4, '\\x00', 't0')").format(
+                    names["meta"]
+                )
+            )
+            raw.execute(
+                sql.SQL(f"INSERT INTO {{}} VALUES ({', '.join(['%s'] * 13)})").format(
+                    names["sessions"]
+                ),
+                (*_V1_RECORD[:8], False, *_V1_RECORD[9:]),
+            )
+        store = PostgresStateStore(url, schema=schema)
+        try:
+            (record,) = store.list_records()
+            assert (record.name, record.labels, record.source) == ("a", {"team": "x"}, None)
+            assert store.meta().serial == 4
+            store.put_record(SessionRecord("b", "volcengine", "i", "f", "{}", source="d/b.json"))
+            assert store.get_record("b") == store.list_records()[1]
+            assert store.list_records()[1].source == "d/b.json"
+        finally:
+            store.close()
+        with psycopg.connect(url) as raw:
+            version = raw.execute(
+                sql.SQL("SELECT version FROM {}").format(names["schema_version"])
+            ).fetchone()
+        assert version == (SCHEMA_VERSION,) and SCHEMA_VERSION == 2
