@@ -425,3 +425,35 @@ def test_a_version_1_postgres_state_migrates_and_keeps_its_records() -> None:
                 sql.SQL("SELECT version FROM {}").format(names["schema_version"])
             ).fetchone()
         assert version == (SCHEMA_VERSION,) and SCHEMA_VERSION == 2
+
+
+def test_many_kept_sessions_still_fit_the_comment_limit() -> None:
+    from dataclasses import replace
+
+    from reconciler.core.model import DesiredSession, StateMeta
+    from reconciler.core.outcome import action_outcome
+    from reconciler.core.plan import Guards, make_plan
+    from reconciler.core.render_markdown import GITHUB_COMMENT_LIMIT, render_markdown
+
+    meta = StateMeta("lineage", 1, b"k" * 32)
+
+    def declared(index: int) -> DesiredSession:
+        spec = {"AppId": "app", "RoomId": f"room-{index}", "TaskId": f"task-{index}"}
+        return DesiredSession(
+            f"s-{index:05d}", "volcengine", f"app/room-{index}/task-{index}", spec
+        )
+
+    sessions = [declared(i) for i in range(3000)]
+    started = make_plan(sessions, [], meta, {}, {}, Guards(max_stops=None))
+    records = [
+        replace(record, protect=True)
+        for action in started.actions
+        if (record := action_outcome(action, b"k" * 32, {}, {}, "t")) is not None
+    ]
+    plan = make_plan([declared(9999)], records, meta, {}, {})
+    assert len(plan.kept) == 3000 and not plan.violations
+    text = render_markdown(plan, artifact="plan.json")
+    assert len(text) <= GITHUB_COMMENT_LIMIT
+    assert "| kept: protected (no longer declared) | 3000 |" in text
+    assert "more kept sessions not shown" in text
+    assert "**create** `s-09999`" in text  # the change is shown whatever the kept list

@@ -41,10 +41,20 @@ def render_markdown(
     text = "\n".join(head) + "\n"
     changes = plan.changes
     lines = [_action_line(action) for action in changes]
-    # Kept sessions are listed (they are what the reader must not miss) but are not changes.
+    # Kept sessions are listed (they are what the reader must not miss) but are not changes;
+    # they may take at most half of the comment, so the changes are always shown too.
     if plan.kept:
         text += "#### Kept running\n\n"
-        text += "".join(_action_line(action) + "\n" for action in plan.kept) + "\n"
+        listed = 0
+        for action in plan.kept:
+            line = _action_line(action) + "\n"
+            if len(text) + len(line) > budget // 2:
+                break
+            text += line
+            listed += 1
+        if listed < len(plan.kept):
+            text += f"- _… {len(plan.kept) - listed} more kept sessions not shown._\n"
+        text += "\n"
     shown = 0
     if changes:
         text += "#### Actions\n\n"
