@@ -83,24 +83,37 @@ def parse_saved_plan(document: Mapping[str, Any], path: str) -> SavedPlan:
             f"{path}: plan format version {document.get('format_version')!r} is not "
             f"{PLAN_FORMAT_VERSION}: make the plan again with this reconciler"
         )
+
+    def field(name: str, kind: type) -> Any:
+        value = document.get(name)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            raise PlanRefused(
+                f"{path}: not a usable saved plan: field {name!r} is missing or not "
+                f"{_KIND_NAMES.get(kind, 'valid')}"
+            )
+        return value
+
+    summary = field("summary", dict)
     try:
         return SavedPlan(
-            lineage=_string(document["lineage"]),
-            serial=int(document["serial"]),
-            created_at=_string(document["created_at"]),
-            actions=tuple(document["actions"]),
-            refused=bool(document["violations"]),
-            notes=tuple(_string(note) for note in document["notes"]),
-            outside_selection=int(document["summary"].get("outside_selection", 0)),
+            lineage=field("lineage", str),
+            serial=field("serial", int),
+            created_at=field("created_at", str),
+            actions=tuple(field("actions", list)),
+            refused=bool(field("violations", list)),
+            notes=tuple(str(note) for note in field("notes", list)),
+            outside_selection=int(summary.get("outside_selection", 0)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PlanRefused(f"{path}: not a usable saved plan (field {exc})") from None
+    except (TypeError, ValueError) as exc:
+        raise PlanRefused(f"{path}: not a usable saved plan ({exc})") from None
 
 
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{value!r} is not a string")
-    return value
+_KIND_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    list: "a list",
+    dict: "an object",
+}
 
 
 def foreign_lineage(saved: SavedPlan, meta: StateMeta) -> str | None:
