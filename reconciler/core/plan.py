@@ -233,25 +233,15 @@ def _outside_paths_note(actions: Sequence[Action], given_paths: Sequence[str]) -
     if not given_paths:
         return ()
     roots = [posixpath.normpath(path) for path in given_paths]
-    elsewhere = sorted(
-        {
-            source
-            for action in actions
-            if action.kind is ActionKind.DELETE
-            and action.recorded is not None
-            and (source := action.recorded.source)
-            and not any(_within(source, root) for root in roots)
-        }
-    )
-    count = sum(
-        1
+    sources = [
+        action.recorded.source
         for action in actions
-        if action.kind is ActionKind.DELETE
-        and action.recorded is not None
-        and action.recorded.source in elsewhere
-    )
-    if not count:
+        if action.kind is ActionKind.DELETE and action.recorded and action.recorded.source
+    ]
+    outside = [source for source in sources if not any(_within(source, r) for r in roots)]
+    if not outside:
         return ()
+    count, elsewhere = len(outside), sorted(set(outside))
     shown = ", ".join(elsewhere[:3]) + (", ..." if len(elsewhere) > 3 else "")
     return (
         f"{count} session(s) to stop were declared in files outside the given paths ({shown}): "
@@ -397,11 +387,10 @@ def _violations(
     deletes = sum(1 for action in actions if action.kind is ActionKind.DELETE)
     # Sessions named with --target are stopped on purpose; an empty set is not an accident.
     if not desired and deletes and not guards.allow_empty and not selection.targets:
-        what = (
-            "no session in the selection is declared"
-            if selection.limited
-            else ("the desired set is empty")
-        )
+        if selection.limited:
+            what = "no session in the selection is declared"
+        else:
+            what = "the desired set is empty"
         violations.append(
             f"{what} but {deletes} session(s) are recorded as running: "
             "refusing to stop them all (pass --allow-empty if that is really meant)"
