@@ -11,13 +11,7 @@ from pathlib import Path
 from reconciler import exit_codes
 from reconciler.core.plan import Guards, Plan, make_plan
 from reconciler.core.plan_signature import signed
-from reconciler.core.render import (
-    plan_document,
-    record_document,
-    render_json,
-    render_records,
-    render_text,
-)
+from reconciler.core.render import record_document, render_json, render_records, render_text
 from reconciler.core.render_markdown import render_markdown
 from reconciler.core.saved import literal_secrets
 from reconciler.core.selection import Selection, selection_of
@@ -97,7 +91,8 @@ def plan(args: argparse.Namespace) -> int:
         problems = literal_secrets(result, sensitive)
         if problems:
             raise ValidationFailed(problems)
-        document = signed(plan_document(result, sensitive), plan_key)
+        # Signed as it will be read back (parsed JSON), so writer and verifier hash one value.
+        document = signed(json.loads(render_json(result, sensitive)), plan_key)
         _write_atomically(Path(args.out), json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         print(
             f"Saved the plan to {args.out}; apply it with: reconciler apply {args.out}",

@@ -197,3 +197,29 @@ def test_a_lone_json_manifest_is_still_a_manifest(ws: Workspace) -> None:
     assert result.code == 0, str(result)
     assert [r["name"] for r in ws.records()] == ["a"]
     assert APP in {t["AppId"] for t in ws.emulator.tasks()}
+
+
+def test_the_mac_is_over_canonical_content_with_a_derived_key() -> None:
+    import hashlib
+    import hmac
+
+    from reconciler.core.normalize import canonical_json
+
+    key = b"s" * 32
+    document = {"kind": "reconciler-plan", "serial": 3, "actions": [{"b": 1, "a": "é"}]}
+    mac = plan_mac(document, key)
+    # Key order and whitespace do not matter; the MAC field itself is left out.
+    reordered = json.loads(
+        json.dumps(
+            {"actions": [{"a": "é", "b": 1}], "serial": 3, "kind": "reconciler-plan"}, indent=4
+        )
+    )
+    assert plan_mac(reordered, key) == mac
+    assert has_valid_mac(signed(reordered, key), key)
+    # Any change of a value is a different document.
+    assert not has_valid_mac({**signed(document, key), "serial": 4}, key)
+    # Not keyed by the state key itself: the fingerprints and the plan MAC never share a key.
+    content = canonical_json(document).encode()
+    assert mac != "hmac-sha256:" + hmac.new(key, content, hashlib.sha256).hexdigest()
+    derived = hmac.new(key, b"saved-plan", hashlib.sha256).digest()
+    assert mac == "hmac-sha256:" + hmac.new(derived, content, hashlib.sha256).hexdigest()
