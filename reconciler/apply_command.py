@@ -1,7 +1,8 @@
 """`reconciler apply`: lock, finish what a killed run left, plan, confirm, execute, report.
 
 `apply PATH...` plans from the files and applies; `apply PLANFILE` applies a saved plan exactly
-as reviewed, after checking it is not stale (lineage, serial, age) — before any call.
+as reviewed, after checking it was made for this state, is unmodified (its MAC) and is not stale
+(serial, age) — before any call. A saved plan is recognised by its content, whatever its name.
 """
 
 from __future__ import annotations
@@ -17,23 +18,35 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.apply import Applier, ApplyReport, Outcome, SessionResult
-from reconciler.commands import guards_from
+from reconciler.commands import guards_from, selection_from
 from reconciler.core.model import DesiredSession
 from reconciler.core.plan import Plan, make_plan
+from reconciler.core.plan_signature import has_valid_mac
 from reconciler.core.render import render_text
-from reconciler.core.saved import is_saved_plan, parse_saved_plan, plan_from_saved, staleness
-from reconciler.errors import PlanRefused
+from reconciler.core.saved import (
+    foreign_lineage,
+    is_saved_plan,
+    parse_saved_plan,
+    plan_from_saved,
+    staleness,
+)
+from reconciler.errors import PlanRefused, UsageError
 from reconciler.providers.base import SessionProvider
 from reconciler.retrying import RetryPolicy, TokenBucket
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.open import open_state
-from reconciler.workspace import load_desired, schema_set, secrets_for, utc_now
+from reconciler.workspace import load_desired, path_forms, schema_set, secrets_for, utc_now
 
 
 def apply(args: argparse.Namespace) -> int:
     settings = load_settings()
     saved = _saved_plan(args.paths)
+    if saved is not None and (args.selector or args.target):
+        raise UsageError(
+            "-l / --target do not apply to a saved plan: it applies exactly the actions it "
+            "holds; make the plan with -l / --target instead"
+        )
     store = open_state(settings.state)
     try:
         if saved is not None:
@@ -49,11 +62,31 @@ def apply(args: argparse.Namespace) -> int:
 
 
 def _saved_plan(paths: Sequence[str]) -> dict[str, Any] | None:
-    """The saved plan named by a lone .json argument, or None for manifests."""
-    if len(paths) != 1 or not paths[0].endswith(".json") or not Path(paths[0]).is_file():
+    """The saved plan named by a lone argument, or None for manifests.
+
+    A plan is known by its content (a JSON object of kind "reconciler-plan"), not by its name:
+    `plan --out p1.plan` must apply as `apply p1.plan`."""
+    plans = [(path, doc) for path in paths if (doc := _read_saved_plan(path)) is not None]
+    if not plans:
+        return None
+    if len(paths) > 1:
+        others = ", ".join(path for path in paths if path != plans[0][0])
+        raise UsageError(
+            f"{plans[0][0]} is a saved plan, which is applied alone: "
+            f"do not combine it with other paths ({others})"
+        )
+    return plans[0][1]
+
+
+def _read_saved_plan(path: str) -> dict[str, Any] | None:
+    file = Path(path)
+    if not file.is_file():
         return None
     try:
-        document = json.loads(Path(paths[0]).read_bytes())
+        content = file.read_bytes()
+        if not content.lstrip().startswith(b"{"):
+            return None
+        document = json.loads(content)
     except (OSError, ValueError):
         return None  # not a saved plan; the manifest loader reports what is wrong with it
     return document if is_saved_plan(document) else None
@@ -79,6 +112,8 @@ async def _apply_files(
             secrets,
             guards_from(args, settings),
             created_at=utc_now(),
+            selection=selection_from(args),
+            given_paths=path_forms(args.paths),
         )
         return await _execute(args, applier, plan, recovered)
 
@@ -90,8 +125,22 @@ def _apply_saved(
     path: str,
     document: dict[str, Any],
 ) -> int:
-    saved = parse_saved_plan(document, path)
     with store.lock(f"apply {path}"):
+        meta = store.meta()
+        saved = parse_saved_plan(document, path)
+        # Lineage first: a plan made for another state is stale, and its MAC (made with that
+        # state's key) cannot be checked here. Then the MAC, before anything acts on the
+        # plan's content.
+        foreign = foreign_lineage(saved, meta)
+        if foreign is not None:
+            raise PlanRefused(foreign)
+        if not has_valid_mac(document, meta.fingerprint_key):
+            raise PlanRefused(
+                f"{path}: the plan was modified after it was written (or was not saved by "
+                "`reconciler plan --out` for this state): its MAC does not match; make a new plan"
+            )
+        if saved.refused:
+            raise PlanRefused(f"{path}: this plan was refused by a guard when it was made")
         pending = store.pending_intents()
         if pending:
             raise PlanRefused(
@@ -99,10 +148,10 @@ def _apply_saved(
                 "call(s) unfinished; "
                 "run `reconciler apply` on the manifests to finish them, then plan again"
             )
-        reason = staleness(saved, store.meta(), datetime.now(UTC), settings.plan_max_age)
+        reason = staleness(saved, meta, datetime.now(UTC), settings.plan_max_age)
         if reason is not None:
             raise PlanRefused(reason)
-        plan = plan_from_saved(saved, store.list_records())
+        plan = plan_from_saved(saved, store.list_records(), path)
         desired = [action.desired for action in plan.actions if action.desired is not None]
         secrets = secrets_for(desired, strict=True)
 

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from reconciler import exit_codes
-from reconciler.errors import ReconcilerError, ValidationFailed
+from reconciler.core.selection import Requirement, SelectorError, parse_selector
+from reconciler.errors import ReconcilerError, UsageError, ValidationFailed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 when there are no changes, 2 when there are, 1 on error",
     )
     _guard_options(plan)
+    _selection_options(plan)
 
     apply = commands.add_parser("apply", help="make the cloud match the files (or a saved plan)")
     apply.add_argument("paths", nargs="+", metavar="PATH|PLANFILE")
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(after losing the state); by default it is an error for that session",
     )
     _guard_options(apply)
+    _selection_options(apply)
 
     state = commands.add_parser("state", help="inspect and edit the records")
     state_commands = state.add_subparsers(dest="state_command", required=True, metavar="ACTION")
@@ -87,10 +90,39 @@ def _guard_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _selection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-l",
+        "--selector",
+        action="append",
+        default=[],
+        type=_selector,
+        metavar="SELECTOR",
+        help="only sessions whose labels match (k=v, k==v, k!=v, k, !k; comma or repeat = AND)",
+    )
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this session (repeatable); others are left untouched",
+    )
+
+
+def _selector(text: str) -> tuple[Requirement, ...]:
+    try:
+        return parse_selector(text)
+    except SelectorError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except UsageError as error:
+        print(f"reconciler {args.command}: error: {error}", file=sys.stderr)
+        return exit_codes.USAGE
     except ValidationFailed as failed:
         for problem in failed.problems:
             print(problem, file=sys.stderr)

@@ -10,14 +10,16 @@ from pathlib import Path
 
 from reconciler import exit_codes
 from reconciler.core.plan import Guards, Plan, make_plan
+from reconciler.core.plan_signature import signed
 from reconciler.core.render import record_document, render_json, render_records, render_text
 from reconciler.core.render_markdown import render_markdown
 from reconciler.core.saved import literal_secrets
+from reconciler.core.selection import Selection, selection_of
 from reconciler.errors import ReconcilerError, StateError, ValidationFailed
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.open import open_state
-from reconciler.workspace import load_desired, schema_set, secrets_for, utc_now
+from reconciler.workspace import load_desired, path_forms, schema_set, secrets_for, utc_now
 
 
 def validate(paths: list[str]) -> int:
@@ -31,7 +33,13 @@ def guards_from(args: argparse.Namespace, settings: Settings) -> Guards:
     return Guards(allow_empty=args.allow_empty, max_stops=max_stops)
 
 
-def _plan_from_files(paths: list[str], store: StateStore, guards: Guards) -> Plan:
+def selection_from(args: argparse.Namespace) -> Selection:
+    return selection_of(args.selector, args.target)
+
+
+def _plan_from_files(
+    paths: list[str], store: StateStore, guards: Guards, selection: Selection
+) -> Plan:
     """Validate the files and diff them against the records. Secrets that cannot be resolved
     here (a pull-request job) are compared by name."""
     desired = load_desired(paths)
@@ -44,6 +52,8 @@ def _plan_from_files(paths: list[str], store: StateStore, guards: Guards) -> Pla
         secrets,
         guards,
         created_at=utc_now(),
+        selection=selection,
+        given_paths=path_forms(paths),
     )
 
 
@@ -51,8 +61,12 @@ def plan(args: argparse.Namespace) -> int:
     settings = load_settings()
     store = open_state(settings.state)
     try:
-        result = _plan_from_files(args.paths, store, guards_from(args, settings))
+        result = _plan_from_files(
+            args.paths, store, guards_from(args, settings), selection_from(args)
+        )
         pending = len(store.pending_intents())
+        # The key that binds a saved plan to this state (see plan_signature.py).
+        plan_key = store.meta().fingerprint_key
     finally:
         store.close()
     if pending:
@@ -77,7 +91,9 @@ def plan(args: argparse.Namespace) -> int:
         problems = literal_secrets(result, sensitive)
         if problems:
             raise ValidationFailed(problems)
-        _write_atomically(Path(args.out), render_json(result, sensitive))
+        # Signed as it will be read back (parsed JSON), so writer and verifier hash one value.
+        document = signed(json.loads(render_json(result, sensitive)), plan_key)
+        _write_atomically(Path(args.out), json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         print(
             f"Saved the plan to {args.out}; apply it with: reconciler apply {args.out}",
             file=sys.stderr,

@@ -8,6 +8,7 @@
     ├── StateError                  the state store is unreadable or of an unknown version
     │   └── LockHeld                another writer holds the lock; names the holder
     ├── PlanRefused                 a guard tripped or a saved plan is stale (exit 1)
+    ├── UsageError                  arguments that cannot go together (exit 2, like argparse)
     └── ProviderError               a cloud call failed; `kind` says how to treat it
             kind = retryable | conflict | not_found | terminal
 
@@ -85,6 +86,10 @@ class LockHeld(StateError):
 
 class PlanRefused(ReconcilerError):
     """A guard tripped or a saved plan is stale: nothing is done."""
+
+
+class UsageError(ReconcilerError):
+    """The command line is wrong in a way argparse cannot see (e.g. a saved plan among paths)."""
 
 
 class ErrorKind(StrEnum):

@@ -2,5 +2,6 @@
 
 OK = 0  # success; `plan --detailed-exitcode`: no changes; `apply`: converged
 ERROR = 1  # bad input, lock held, stale plan, guard tripped; `apply`: nothing done
+USAGE = 2  # bad command-line usage (argparse's own exit code)
 CHANGES = 2  # `plan --detailed-exitcode` only: the plan has changes
 PARTIAL = 3  # `apply` only: some sessions applied, some failed

@@ -40,3 +40,12 @@ def secrets_for(
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def path_forms(paths: Sequence[str]) -> tuple[str, ...]:
+    """Each given path as given, absolute and relative to the working directory: a record's
+    source is kept as the user wrote it then, and is compared with every form."""
+    forms: list[str] = []
+    for path in paths:
+        forms += [path, os.path.abspath(path), os.path.relpath(path)]
+    return tuple(dict.fromkeys(forms))

@@ -148,7 +148,13 @@ def test_guards() -> None:
     protected = [replace(records[0], protect=True), *records[1:]]
     keep = [session(f"s{i}") for i in range(1, 5)]
     plan = make_plan(keep, protected, META, SENSITIVE, secrets)
-    assert any("s0" in v and "protected" in v for v in plan.violations)
+    # A protected session no longer declared is kept running, and blocks nothing.
+    assert not plan.violations
+    kept = [a for a in plan.actions if a.name == "s0"]
+    assert [(a.kind, a.reason) for a in kept] == [
+        (ActionKind.KEEP, "kept: protected (no longer declared)")
+    ]
+    assert not plan.changes
     restart = [session("s0", spec=spec("s0", temperature=0.1), protect=True), *keep]
     plan = make_plan(restart, protected, META, SENSITIVE, secrets)
     assert any("refusing to restart" in v for v in plan.violations)
@@ -199,4 +205,8 @@ def test_after_recording_a_plan_planning_again_yields_only_noops(
     recorded = [record for record in outcome if record is not None]
     again = make_plan(after, recorded, META, SENSITIVE, second_secrets, guards)
     assert not again.changes, [(a.name, a.kind, a.reason) for a in again.changes]
-    assert len(again.actions) == len(after)
+    # Protected sessions no longer declared are kept running (and stay recorded).
+    declared = {session.name for session in after}
+    kept = {r.name for r in records if r.protect and r.name not in declared}
+    assert {action.name for action in again.kept} == kept
+    assert len(again.actions) == len(after) + len(kept)

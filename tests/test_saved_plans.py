@@ -57,6 +57,12 @@ def test_plan_is_stale_when_too_old(workspace: Workspace) -> None:
     assert ws.run("plan", "sessions", "--out", "plan.json")[0] == 0
     document = json.loads(Path("plan.json").read_text())
     document["created_at"] = "2020-01-01T00:00:00Z"
+    # Signed again with the state's key, as only someone who can read the state could.
+    from reconciler.core.plan_signature import signed
+    from reconciler.state.sqlite import SqliteStateStore
+
+    with SqliteStateStore(ws.root / "state" / "state.db") as store:
+        document = signed(document, store.meta().fingerprint_key)
     Path("plan.json").write_text(json.dumps(document))
     code, _, err = ws.run("apply", "plan.json", "--auto-approve")
     assert code == 1 and "stale" in err and "RECONCILER_PLAN_MAX_AGE" in err

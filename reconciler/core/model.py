@@ -82,6 +82,9 @@ class SessionRecord:
     created_at: str = ""
     updated_at: str = ""
     last_error: str | None = None
+    # The manifest file the session was last applied from, as the user gave it
+    # (`sessions/us/a.json`); None for records written before sources were kept.
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

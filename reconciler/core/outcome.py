@@ -44,6 +44,7 @@ def started_record(
         created_at=now,
         updated_at=now,
         last_error=None,
+        source=session.source.file or (previous.source if previous else None),
     )
 
 
@@ -62,6 +63,8 @@ def updated_record(
         labels=dict(session.labels),
         updated_at=now,
         last_error=last_error,
+        # A session moved to another file is now declared there; recovery (no files) keeps it.
+        source=session.source.file or record.source,
     )
 
 

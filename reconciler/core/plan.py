@@ -7,6 +7,8 @@ Each session gets exactly one action:
              conversation: Volcengine cannot change a running task's config)
     update   running, same config, new announcements          → UpdateVoiceChat per announcement
              or changed labels/protect only                   → the record only, no call
+    keep     protected, no longer declared                    → nothing: it keeps running (as
+             Argo CD's Prune=false); shown, but not a change
     noop     nothing to do
 Guards turn a dangerous plan into violations; a plan with violations must not be applied.
 """
@@ -14,6 +16,7 @@ Guards turn a dangerous plan into violations; a plan with violations must not be
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -30,6 +33,7 @@ from reconciler.core.normalize import (
     value_at,
 )
 from reconciler.core.providers import RULES
+from reconciler.core.selection import EVERY_SESSION, Selection
 
 DEFAULT_MAX_STOPS = 20
 
@@ -39,7 +43,13 @@ class ActionKind(StrEnum):
     DELETE = "delete"
     REPLACE = "replace"
     UPDATE = "update"
+    KEEP = "keep"
     NOOP = "noop"
+
+
+# Kinds that call nothing and change no record.
+UNCHANGING = frozenset({ActionKind.KEEP, ActionKind.NOOP})
+KEPT_REASON = "kept: protected (no longer declared)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +104,7 @@ class Summary:
     delete: int = 0
     replace: int = 0
     update: int = 0
+    keep: int = 0
     noop: int = 0
 
     @property
@@ -110,10 +121,16 @@ class Plan:
     created_at: str = ""
     max_stops: int | None = DEFAULT_MAX_STOPS
     notes: tuple[str, ...] = field(default=())
+    # Sessions (declared or recorded) that a -l / --target selection left out of this plan.
+    outside_selection: int = 0
 
     @property
     def changes(self) -> tuple[Action, ...]:
-        return tuple(action for action in self.actions if action.kind is not ActionKind.NOOP)
+        return tuple(action for action in self.actions if action.kind not in UNCHANGING)
+
+    @property
+    def kept(self) -> tuple[Action, ...]:
+        return tuple(action for action in self.actions if action.kind is ActionKind.KEEP)
 
     @property
     def summary(self) -> Summary:
@@ -125,6 +142,7 @@ class Plan:
             delete=counts[ActionKind.DELETE],
             replace=counts[ActionKind.REPLACE],
             update=counts[ActionKind.UPDATE],
+            keep=counts[ActionKind.KEEP],
             noop=counts[ActionKind.NOOP],
         )
 
@@ -137,7 +155,13 @@ def make_plan(
     secrets: Mapping[str, str],
     guards: Guards = Guards(),
     created_at: str = "",
+    selection: Selection = EVERY_SESSION,
+    given_paths: Sequence[str] = (),
 ) -> Plan:
+    """The plan for the sessions in `selection` (all by default). `given_paths` are the
+    paths the desired set was read from (each as given and as absolute), for the note about
+    records declared elsewhere; empty when unknown (a saved plan, a test)."""
+    desired, records, outside = _in_scope(desired, records, selection)
     recorded = {record.name: record for record in records}
     declared = {session.name for session in desired}
     unresolved = {ref for s in desired for ref in s.secret_references} - secrets.keys()
@@ -155,13 +179,16 @@ def make_plan(
             actions.append(_compare(session, record, redactor, unresolved))
     for record in records:
         if record.name not in declared:
+            # Protection is kept in the record: a protected session whose declaration was
+            # removed keeps running and does not block the rest of the plan.
+            kept = record.protect
             actions.append(
                 Action(
-                    ActionKind.DELETE,
+                    ActionKind.KEEP if kept else ActionKind.DELETE,
                     record.name,
                     record.provider,
                     record.identity,
-                    "no longer declared",
+                    KEPT_REASON if kept else "no longer declared",
                     recorded=record,
                 )
             )
@@ -170,11 +197,63 @@ def make_plan(
         actions=tuple(actions),
         lineage=meta.lineage,
         serial=meta.serial,
-        violations=tuple(_violations(actions, desired, records, guards)),
+        violations=tuple(_violations(actions, desired, guards, selection)),
         created_at=created_at,
         max_stops=guards.max_stops,
-        notes=_unresolved_note(sorted(unresolved)),
+        notes=_unresolved_note(sorted(unresolved)) + _outside_paths_note(actions, given_paths),
+        outside_selection=outside,
     )
+
+
+def _in_scope(
+    desired: Sequence[DesiredSession], records: Sequence[SessionRecord], selection: Selection
+) -> tuple[Sequence[DesiredSession], Sequence[SessionRecord], int]:
+    """The declared sessions and records the selection keeps, and how many it leaves out.
+    A declared session is judged by its declared labels; a record no longer declared by the
+    labels it was recorded with."""
+    if not selection.limited:
+        return desired, records, 0
+    declared = {session.name for session in desired}
+    selection.check_targets(declared | {record.name for record in records})
+    kept_desired = [s for s in desired if selection.includes(s.name, s.labels)]
+    kept_names = {session.name for session in kept_desired}
+    kept_records = [
+        r
+        for r in records
+        if r.name in kept_names or (r.name not in declared and selection.includes(r.name, r.labels))
+    ]
+    every = declared | {record.name for record in records}
+    considered = kept_names | {record.name for record in kept_records}
+    return kept_desired, kept_records, len(every - considered)
+
+
+def _outside_paths_note(actions: Sequence[Action], given_paths: Sequence[str]) -> tuple[str, ...]:
+    """Say so when the plan stops sessions declared in files outside the paths given: the
+    usual cause is a subdirectory passed where the whole tree was meant."""
+    if not given_paths:
+        return ()
+    roots = [posixpath.normpath(path) for path in given_paths]
+    sources = [
+        action.recorded.source
+        for action in actions
+        if action.kind is ActionKind.DELETE and action.recorded and action.recorded.source
+    ]
+    outside = [source for source in sources if not any(_within(source, r) for r in roots)]
+    if not outside:
+        return ()
+    count, elsewhere = len(outside), sorted(set(outside))
+    shown = ", ".join(elsewhere[:3]) + (", ..." if len(elsewhere) > 3 else "")
+    return (
+        f"{count} session(s) to stop were declared in files outside the given paths ({shown}): "
+        "pass the directory that holds every manifest, or limit the plan with -l / --target",
+    )
+
+
+def _within(source: str, root: str) -> bool:
+    path = posixpath.normpath(source)
+    if root == ".":
+        return not posixpath.isabs(path)
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _create(session: DesiredSession) -> Action:
@@ -301,21 +380,22 @@ def _desired_value(session: DesiredSession, name: str) -> object:
 def _violations(
     actions: Sequence[Action],
     desired: Sequence[DesiredSession],
-    records: Sequence[SessionRecord],
     guards: Guards,
+    selection: Selection,
 ) -> list[str]:
     violations: list[str] = []
-    if not desired and records and not guards.allow_empty:
+    deletes = sum(1 for action in actions if action.kind is ActionKind.DELETE)
+    # Sessions named with --target are stopped on purpose; an empty set is not an accident.
+    if not desired and deletes and not guards.allow_empty and not selection.targets:
+        if selection.limited:
+            what = "no session in the selection is declared"
+        else:
+            what = "the desired set is empty"
         violations.append(
-            f"the desired set is empty but {len(records)} session(s) are recorded as running: "
+            f"{what} but {deletes} session(s) are recorded as running: "
             "refusing to stop them all (pass --allow-empty if that is really meant)"
         )
     for action in actions:
-        if action.kind is ActionKind.DELETE and action.recorded and action.recorded.protect:
-            violations.append(
-                f'session "{action.name}" is protected: refusing to stop it (declare it again '
-                'with "protect": false and apply, then remove it)'
-            )
         if action.kind is ActionKind.REPLACE and action.desired and action.desired.protect:
             violations.append(
                 f'session "{action.name}" is protected: refusing to restart it for '

@@ -12,7 +12,7 @@ from typing import Any
 
 from reconciler.core.model import DesiredSession, SessionRecord
 from reconciler.core.normalize import SensitivePaths, is_marker
-from reconciler.core.plan import Action, ActionKind, FieldChange, Plan
+from reconciler.core.plan import UNCHANGING, Action, ActionKind, FieldChange, Plan
 from reconciler.core.secrets import is_reference
 
 PLAN_FORMAT_VERSION = 1
@@ -24,14 +24,16 @@ SYMBOLS = {
     ActionKind.DELETE: "-",
     ActionKind.REPLACE: "-/+",
     ActionKind.UPDATE: "~",
+    ActionKind.KEEP: "=",
     ActionKind.NOOP: " ",
 }
 
 
 def summary_line(plan: Plan) -> str:
     summary = plan.summary
+    kept = _kept_clause(plan) + _outside_clause(plan)
     if not summary.changes:
-        return f"No changes. {summary.noop} running session(s) match the desired state."
+        return f"No changes. {summary.noop} running session(s) match the desired state.{kept}"
     parts = []
     if summary.create:
         parts.append(f"{summary.create} to start")
@@ -42,7 +44,25 @@ def summary_line(plan: Plan) -> str:
         parts.append(f"{summary.delete} to stop")
     if summary.update:
         parts.append(f"{summary.update} to update in place")
-    return "Plan: " + ", ".join(parts) + "."
+    return "Plan: " + ", ".join(parts) + "." + kept
+
+
+def _outside_clause(plan: Plan) -> str:
+    if not plan.outside_selection:
+        return ""
+    return f" {plan.outside_selection} session(s) outside the selection were not considered."
+
+
+def _kept_clause(plan: Plan) -> str:
+    """The notice for protected sessions no longer declared: they keep running."""
+    kept = plan.kept
+    if not kept:
+        return ""
+    names = ", ".join(action.name for action in kept[:5]) + (", ..." if len(kept) > 5 else "")
+    return (
+        f" Kept: {len(kept)} protected session(s) no longer declared keep running ({names});"
+        ' to stop one, declare it with "protect": false, apply, then remove it.'
+    )
 
 
 def render_text(plan: Plan) -> str:
@@ -54,6 +74,9 @@ def render_text(plan: Plan) -> str:
         for action in changes:
             lines.extend(_action_lines(action))
             lines.append("")
+    for action in plan.kept:
+        lines.extend(_action_lines(action))
+        lines.append("")
     for note in plan.notes:
         lines.append(f"Note: {note}")
     if plan.violations:
@@ -141,7 +164,9 @@ def plan_document(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> dict[s
             "delete": summary.delete,
             "replace": summary.replace,
             "update": summary.update,
+            "keep": summary.keep,
             "noop": summary.noop,
+            "outside_selection": plan.outside_selection,
             "cuts_conversations": summary.replace,
             "text": summary_line(plan),
         },
@@ -160,7 +185,7 @@ def _action_document(action: Action, sensitive: Mapping[str, SensitivePaths]) ->
         "reason": action.reason,
         "cuts_conversation": action.cuts_conversation,
     }
-    if action.kind is ActionKind.NOOP:
+    if action.kind in UNCHANGING:
         return document
     document["previous_identity"] = action.previous_identity
     document["changed_paths"] = list(action.changed_paths)
@@ -221,6 +246,7 @@ def record_document(record: SessionRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "last_error": record.last_error,
+        "source": record.source,
     }
 
 

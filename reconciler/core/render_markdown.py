@@ -29,6 +29,7 @@ def render_markdown(
         f"| restart (cuts the live conversation) | {summary.replace} |",
         f"| stop | {summary.delete} |",
         f"| update in place | {summary.update} |",
+        f"| kept: protected (no longer declared) | {summary.keep} |",
         f"| unchanged | {summary.noop} |",
         "",
     ]
@@ -40,6 +41,20 @@ def render_markdown(
     text = "\n".join(head) + "\n"
     changes = plan.changes
     lines = [_action_line(action) for action in changes]
+    # Kept sessions are listed (they are what the reader must not miss) but are not changes;
+    # they may take at most half of the comment, so the changes are always shown too.
+    if plan.kept:
+        text += "#### Kept running\n\n"
+        listed = 0
+        for action in plan.kept:
+            line = _action_line(action) + "\n"
+            if len(text) + len(line) > budget // 2:
+                break
+            text += line
+            listed += 1
+        if listed < len(plan.kept):
+            text += f"- _… {len(plan.kept) - listed} more kept sessions not shown._\n"
+        text += "\n"
     shown = 0
     if changes:
         text += "#### Actions\n\n"

@@ -72,6 +72,9 @@ class SavedPlan:
     serial: int
     created_at: str
     actions: tuple[dict[str, Any], ...]
+    refused: bool  # it had violations when it was made (such a plan is never saved)
+    notes: tuple[str, ...] = ()
+    outside_selection: int = 0
 
 
 def parse_saved_plan(document: Mapping[str, Any], path: str) -> SavedPlan:
@@ -80,26 +83,56 @@ def parse_saved_plan(document: Mapping[str, Any], path: str) -> SavedPlan:
             f"{path}: plan format version {document.get('format_version')!r} is not "
             f"{PLAN_FORMAT_VERSION}: make the plan again with this reconciler"
         )
-    if document.get("violations"):
-        raise PlanRefused(f"{path}: this plan was refused by a guard when it was made")
+
+    def field(name: str, kind: type) -> Any:
+        value = document.get(name)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            raise PlanRefused(
+                f"{path}: not a usable saved plan: field {name!r} is missing or not "
+                f"{_KIND_NAMES.get(kind, 'valid')}"
+            )
+        return value
+
+    summary = field("summary", dict)
     try:
         return SavedPlan(
-            lineage=str(document["lineage"]),
-            serial=int(document["serial"]),
-            created_at=str(document["created_at"]),
-            actions=tuple(document["actions"]),
+            lineage=field("lineage", str),
+            serial=field("serial", int),
+            created_at=field("created_at", str),
+            actions=tuple(field("actions", list)),
+            refused=bool(field("violations", list)),
+            notes=tuple(str(note) for note in field("notes", list)),
+            outside_selection=int(summary.get("outside_selection", 0)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:
         raise PlanRefused(f"{path}: not a usable saved plan ({exc})") from None
+
+
+_KIND_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def foreign_lineage(saved: SavedPlan, meta: StateMeta) -> str | None:
+    """Why a saved plan belongs to another state, or None when its lineage is this state's.
+
+    Checked before the MAC: a plan for another state is stale, not modified."""
+    if saved.lineage == meta.lineage:
+        return None
+    return (
+        f"the plan is stale: it was made for another state (lineage {saved.lineage}, "
+        f"this state is {meta.lineage})"
+    )
 
 
 def staleness(saved: SavedPlan, meta: StateMeta, now: datetime, max_age: float) -> str | None:
     """Why the saved plan no longer describes this state, or None when it still does."""
-    if saved.lineage != meta.lineage:
-        return (
-            f"the plan is stale: it was made for another state (lineage {saved.lineage}, "
-            f"this state is {meta.lineage})"
-        )
+    foreign = foreign_lineage(saved, meta)
+    if foreign is not None:
+        return foreign
     if saved.serial != meta.serial:
         return (
             f"the plan is stale: the state changed since it was made (serial {saved.serial} "
@@ -116,8 +149,15 @@ def staleness(saved: SavedPlan, meta: StateMeta, now: datetime, max_age: float) 
     return None
 
 
-def plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord]) -> Plan:
+def plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord], path: str) -> Plan:
     """The reviewed actions, bound to the records they were made against (same serial)."""
+    try:
+        return _plan_from_saved(saved, records)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PlanRefused(f"{path}: not a usable saved plan ({exc!r})") from None
+
+
+def _plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord]) -> Plan:
     recorded = {record.name: record for record in records}
     actions: list[Action] = []
     for item in saved.actions:
@@ -148,7 +188,14 @@ def plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord]) -> Plan:
                 recorded=record,
             )
         )
-    return Plan(tuple(actions), saved.lineage, saved.serial, created_at=saved.created_at)
+    return Plan(
+        tuple(actions),
+        saved.lineage,
+        saved.serial,
+        created_at=saved.created_at,
+        notes=saved.notes,
+        outside_selection=saved.outside_selection,
+    )
 
 
 def _announcement(item: Mapping[str, Any]) -> Announcement:

@@ -81,6 +81,8 @@ MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
             since text NOT NULL
         )""",
     ),
+    # 2: the manifest file each session was applied from (NULL for older records).
+    ("ALTER TABLE {sessions} ADD COLUMN source text",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

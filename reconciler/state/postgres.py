@@ -81,7 +81,7 @@ _UNREGISTERED_RETRY_SLEEP = 0.01
 
 _RECORD_COLUMNS: LiteralString = (
     "name, provider, identity, fingerprint, spec_json, status, provider_ids,"
-    " announcements_delivered, protect, labels, created_at, updated_at, last_error"
+    " announcements_delivered, protect, labels, created_at, updated_at, last_error, source"
 )
 _JOURNAL_COLUMNS: LiteralString = (
     "id, name, op, provider, identity, payload_json, started_at, outcome, finished_at"
@@ -89,7 +89,7 @@ _JOURNAL_COLUMNS: LiteralString = (
 
 _UPSERT_RECORD: LiteralString = (
     "INSERT INTO {sessions} (" + _RECORD_COLUMNS + ")"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (name) DO UPDATE SET provider = EXCLUDED.provider,"
     " identity = EXCLUDED.identity, fingerprint = EXCLUDED.fingerprint,"
     " spec_json = EXCLUDED.spec_json, status = EXCLUDED.status,"
@@ -97,7 +97,7 @@ _UPSERT_RECORD: LiteralString = (
     " announcements_delivered = EXCLUDED.announcements_delivered,"
     " protect = EXCLUDED.protect, labels = EXCLUDED.labels,"
     " created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
-    " last_error = EXCLUDED.last_error"
+    " last_error = EXCLUDED.last_error, source = EXCLUDED.source"
 )
 
 # The backend holding the writer lock, the holder row if that backend wrote it, and what
@@ -304,6 +304,7 @@ class PostgresStateStore:
                 record.created_at,
                 record.updated_at,
                 record.last_error,
+                record.source,
             ),
         )
 
@@ -553,6 +554,7 @@ class PostgresStateStore:
                 created_at=row["created_at"],
                 updated_at=row["updated_at"],
                 last_error=row["last_error"],
+                source=row["source"],
             )
         except (ValueError, TypeError) as exc:
             name = row["name"]

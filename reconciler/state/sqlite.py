@@ -73,12 +73,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX journal_pending ON journal (id) WHERE outcome IS NULL",
         "CREATE INDEX journal_finished ON journal (id) WHERE outcome IS NOT NULL",
     ),
+    # 2: the manifest file each session was applied from (NULL for older records).
+    ("ALTER TABLE sessions ADD COLUMN source TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RECORD_COLUMNS = (
     "name, provider, identity, fingerprint, spec_json, status, provider_ids,"
-    " announcements_delivered, protect, labels, created_at, updated_at, last_error"
+    " announcements_delivered, protect, labels, created_at, updated_at, last_error, source"
 )
 _JOURNAL_COLUMNS = (
     "id, name, op, provider, identity, payload_json, started_at, outcome, finished_at"
@@ -364,6 +366,7 @@ class SqliteStateStore:
                 created_at=row["created_at"],
                 updated_at=row["updated_at"],
                 last_error=row["last_error"],
+                source=row["source"],
             )
         except (ValueError, TypeError) as exc:
             name = row["name"]
@@ -390,7 +393,7 @@ class SqliteStateStore:
 def _upsert(conn: sqlite3.Connection, record: SessionRecord) -> None:
     conn.execute(
         f"INSERT OR REPLACE INTO sessions ({_RECORD_COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             record.name,
             record.provider,
@@ -405,6 +408,7 @@ def _upsert(conn: sqlite3.Connection, record: SessionRecord) -> None:
             record.created_at,
             record.updated_at,
             record.last_error,
+            record.source,
         ),
     )
 
