@@ -577,38 +577,32 @@ CLOSED_LEVELS = sorted(closed_objects(FULL, SCHEMA))
 
 
 def test_the_closed_levels_are_the_ones_expected() -> None:
-    assert (
-        sorted(
-            [
-                "",
-                "/AgentConfig",
-                "/AgentConfig/AsrConfig",
-                "/AgentConfig/AvatarConfig",
-                "/AgentConfig/InterruptConfig",
-                "/AgentConfig/LlmConfig",
-                "/AgentConfig/LlmConfig/LlmHistory/0",
-                "/AgentConfig/LlmConfig/LlmHistory/1",
-                "/AgentConfig/TtsConfig",
-                "/AgentConfig/TtsConfig/PronunciationRules/0",
-                "/AgentConfig/TurnDetectionConfig",
-                "/AgentConfig/VcrConfig",
-                *(
-                    f"/AgentConfig/VcrConfig/{name}"
-                    for name in (
-                        "StillFrameMotion",
-                        "InvalidFrameMotion",
-                        "PeopleCount",
-                        "Equipment",
-                        "HeadMotion",
-                    )
-                ),
-                "/AgentConfig/VoiceprintConfig",
-                "/ChatSyncConfig",
-                "/RuntimeConfig",
-            ]
-        )
-        == CLOSED_LEVELS
-    )
+    vcr = ("StillFrameMotion", "InvalidFrameMotion", "PeopleCount", "Equipment", "HeadMotion")
+    expected = [
+        "",
+        "/RuntimeConfig",
+        "/ChatSyncConfig",
+        "/AgentConfig",
+        *(
+            f"/AgentConfig/{name}"
+            for name in (
+                "AsrConfig",
+                "TtsConfig",
+                "LlmConfig",
+                "AvatarConfig",
+                "InterruptConfig",
+                "VoiceprintConfig",
+                "TurnDetectionConfig",
+                "VcrConfig",
+            )
+        ),
+        "/AgentConfig/TtsConfig/PronunciationRules/0",
+        "/AgentConfig/LlmConfig/LlmHistory/0",
+        "/AgentConfig/LlmConfig/LlmHistory/1",
+        *(f"/AgentConfig/VcrConfig/{name}" for name in vcr),
+    ]
+    found = CLOSED_LEVELS
+    assert found == sorted(expected)
 
 
 @pytest.mark.parametrize("level", CLOSED_LEVELS)
