@@ -89,6 +89,14 @@ def _is_throttle(error: BaseException) -> bool:
     )
 
 
+def _not_delivered(error: BaseException) -> bool:
+    """The call certainly took no effect: throttled at the gateway, or never sent at all
+    (connection refused, DNS failure). Safe to retry anything, and nothing to be unsure of."""
+    return _is_throttle(error) or (
+        isinstance(error, ProviderError) and error.kind is ErrorKind.RETRYABLE and not error.sent
+    )
+
+
 @dataclass
 class Applier:
     store: StateStore
@@ -353,7 +361,7 @@ class Applier:
             await self._call(
                 record.provider,
                 lambda: provider.announce(record.provider_ids, announcement),
-                retry_on=_is_throttle,
+                retry_on=_not_delivered,
             )
         except ProviderError as error:
             if error.kind is ErrorKind.NOT_FOUND:
@@ -368,10 +376,10 @@ class Applier:
                     Outcome.FAILED,
                     f"the task had ended by itself ({error}); the next apply starts it again",
                 )
-            if error.kind is ErrorKind.RETRYABLE and not _is_throttle(error):
+            if error.kind is ErrorKind.RETRYABLE and not _not_delivered(error):
                 # The answer is unknown: it may have been played. At most once. (Throttling is
-                # answered at the gateway: a throttled announcement was not played, and is
-                # left for the next apply.)
+                # answered at the gateway and an unsent call never arrived: such an
+                # announcement was not played, and is left for the next apply.)
                 note = f"announcement {announcement.id}: delivery unconfirmed ({error})"
                 updated = updated_record(record, session, [announcement.id], self.now(), note)
                 self.store.finish_intent(entry, f"unconfirmed: {error}", RecordChange(put=updated))
@@ -402,7 +410,7 @@ class Applier:
             except ProviderError as error:
                 if error.kind is ErrorKind.CONFLICT and reached:
                     return True  # our own earlier Start took effect; its answer was lost
-                if error.kind is ErrorKind.RETRYABLE and not _is_throttle(error):
+                if error.kind is ErrorKind.RETRYABLE and not _not_delivered(error):
                     reached = True
                 raise
             return False
@@ -515,6 +523,7 @@ class _StartUnconfirmed(ProviderError):
     def __init__(self, error: ProviderError) -> None:
         super().__init__(error.kind, str(error))
         self.code, self.status, self.retry_after = error.code, error.status, error.retry_after
+        self.sent = error.sent
 
 
 def _as_desired(record: SessionRecord) -> DesiredSession:

@@ -6,7 +6,8 @@
     ├── SecretError                 a ${env:..} / ${file:..} reference cannot be resolved
     ├── SettingsError               configuration (credentials, endpoint, state URL) is unusable
     ├── StateError                  the state store is unreadable or of an unknown version
-    │   └── LockHeld                another writer holds the lock; names the holder
+    │   ├── LockHeld                another writer holds the lock; names the holder
+    │   └── LockLost                the writer lock was taken away from us (state unlock)
     ├── PlanRefused                 a guard tripped or a saved plan is stale (exit 1)
     └── ProviderError               a cloud call failed; `kind` says how to treat it
             kind = retryable | conflict | not_found | terminal
@@ -83,6 +84,11 @@ class LockHeld(StateError):
         super().__init__(f"the state is locked by {who}")
 
 
+class LockLost(StateError):
+    """The writer lock this process held is gone: another process may be writing now, so
+    nothing more may be called or journaled."""
+
+
 class PlanRefused(ReconcilerError):
     """A guard tripped or a saved plan is stale: nothing is done."""
 
@@ -103,11 +109,15 @@ class ProviderError(ReconcilerError):
         code: str = "",
         status: int | None = None,
         retry_after: float | None = None,
+        sent: bool = True,
     ) -> None:
         self.kind = kind
         self.code = code
         self.status = status
         self.retry_after = retry_after
+        # False only when the request certainly never left this machine (connection refused,
+        # DNS failure, connect or pool timeout); True means "sent, or unknown".
+        self.sent = sent
         detail = f"{code}: {message}" if code else message
         if status is not None:
             detail = f"HTTP {status} {detail}"
