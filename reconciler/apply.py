@@ -43,7 +43,8 @@ from reconciler.core.secrets import substitute
 from reconciler.errors import ErrorKind, ProviderError
 from reconciler.providers.base import AUTH_ERROR_CODES, SessionProvider
 from reconciler.retrying import RetryPolicy, Sleep, TokenBucket, call_with_retries
-from reconciler.state.base import RecordChange, StateStore
+from reconciler.state.base import LockHandle, RecordChange, StateStore
+from reconciler.state.fenced import FencedStore
 
 
 class Outcome(StrEnum):
@@ -104,6 +105,11 @@ class Applier:
     secrets: Mapping[str, str]
     sensitive: Mapping[str, SensitivePaths]
     now: Callable[[], str]
+    # The writer lock the caller holds. Verified before every provider call and (through
+    # FencedStore) every journal and record write: once it is lost (LockLost) the apply stops
+    # at once, and a call answered after the loss is not journaled; its intent stays pending
+    # for the new holder to recover.
+    lock: LockHandle
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     buckets: Mapping[str, TokenBucket] = field(default_factory=dict)
     parallelism: int = 16
@@ -113,6 +119,9 @@ class Applier:
     _abort: str | None = None
     _slots: asyncio.Semaphore | None = None
     _key: bytes | None = None
+
+    def __post_init__(self) -> None:
+        self.store = FencedStore(self.store, self.lock)
 
     # -- recovery -------------------------------------------------------------------------
 
@@ -448,9 +457,14 @@ class Applier:
         if self._abort:
             raise ProviderError(ErrorKind.TERMINAL, self._abort)
         bucket = self.buckets.get(provider_name) or TokenBucket(rate=1_000_000)
+
+        async def fenced() -> Any:
+            self.lock.verify()  # LockLost is not retried: it ends the apply
+            return await call()
+
         try:
             return await call_with_retries(
-                call, self.policy, bucket, sleep=self.sleep, retry_on=retry_on
+                fenced, self.policy, bucket, sleep=self.sleep, retry_on=retry_on
             )
         except ProviderError as error:
             if error.code in AUTH_ERROR_CODES:

@@ -26,7 +26,7 @@ from reconciler.errors import PlanRefused
 from reconciler.providers.base import SessionProvider
 from reconciler.retrying import RetryPolicy, TokenBucket
 from reconciler.settings import Settings, load_settings
-from reconciler.state.base import StateStore
+from reconciler.state.base import LockHandle, StateStore
 from reconciler.state.open import open_state
 from reconciler.workspace import load_desired, schema_set, secrets_for, utc_now
 
@@ -42,8 +42,8 @@ def apply(args: argparse.Namespace) -> int:
         # Every secret must resolve before the first call: a half-resolved apply is worse
         # than none.
         secrets = secrets_for(desired, strict=True)
-        with store.lock("apply " + " ".join(args.paths)):
-            return asyncio.run(_apply_files(args, settings, store, desired, secrets))
+        with store.lock("apply " + " ".join(args.paths)) as held:
+            return asyncio.run(_apply_files(args, settings, store, held, desired, secrets))
     finally:
         store.close()
 
@@ -63,10 +63,11 @@ async def _apply_files(
     args: argparse.Namespace,
     settings: Settings,
     store: StateStore,
+    held: LockHandle,
     desired: tuple[DesiredSession, ...],
     secrets: dict[str, str],
 ) -> int:
-    async with _ApplierScope(args, settings, store, secrets) as applier:
+    async with _ApplierScope(args, settings, store, held, secrets) as applier:
         recovered = ApplyReport()
         if store.pending_intents():
             print("Finishing the calls an earlier run left unconfirmed...", file=sys.stderr)
@@ -91,7 +92,7 @@ def _apply_saved(
     document: dict[str, Any],
 ) -> int:
     saved = parse_saved_plan(document, path)
-    with store.lock(f"apply {path}"):
+    with store.lock(f"apply {path}") as held:
         pending = store.pending_intents()
         if pending:
             raise PlanRefused(
@@ -107,7 +108,7 @@ def _apply_saved(
         secrets = secrets_for(desired, strict=True)
 
         async def run() -> int:
-            async with _ApplierScope(args, settings, store, secrets) as applier:
+            async with _ApplierScope(args, settings, store, held, secrets) as applier:
                 return await _execute(args, applier, plan, ApplyReport())
 
         return asyncio.run(run())
@@ -136,11 +137,13 @@ class _ApplierScope:
         args: argparse.Namespace,
         settings: Settings,
         store: StateStore,
+        held: LockHandle,
         secrets: dict[str, str],
     ) -> None:
         self.built: dict[str, SessionProvider] = {}
         self.applier = Applier(
             store=store,
+            lock=held,
             providers=_LazyProviders(settings, self.built),
             secrets=secrets,
             sensitive=schema_set().sensitive,

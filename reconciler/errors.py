@@ -6,6 +6,7 @@
     ├── SecretError                 a ${env:..} / ${file:..} reference cannot be resolved
     ├── SettingsError               configuration (credentials, endpoint, state URL) is unusable
     ├── StateError                  the state store is unreadable or of an unknown version
+    │   ├── StateMissing            a read-only open found no state at that location
     │   ├── LockHeld                another writer holds the lock; names the holder
     │   └── LockLost                the writer lock was taken away from us (state unlock)
     ├── PlanRefused                 a guard tripped or a saved plan is stale (exit 1)
@@ -64,6 +65,14 @@ class SettingsError(ReconcilerError):
 
 class StateError(ReconcilerError):
     """The state store cannot be read or written."""
+
+
+class StateMissing(StateError):
+    """Opening without `create` found no state: read-only commands treat it as empty."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        super().__init__(f"no state at {location} yet")
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,8 +41,9 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta, Status
-from reconciler.errors import LockHeld, LockHolder, StateError
-from reconciler.state.base import RecordChange
+from reconciler.errors import LockHeld, LockHolder, StateError, StateMissing
+from reconciler.state.base import RecordChange, rename_refusal
+from reconciler.state.pg_lock import PgLockHandle
 from reconciler.state.pg_schema import SCHEMA_VERSION, TABLES, migrate
 from reconciler.state.pg_url import (
     DEFAULT_SCHEMA,
@@ -61,6 +62,7 @@ __all__ = [
     "JOURNAL_RETENTION",
     "SCHEMA_VERSION",
     "TERMINATE_WAIT_SECONDS",
+    "Displaced",
     "PostgresStateStore",
     "advisory_key",
     "schema_from_options",
@@ -143,6 +145,20 @@ class _Probe:
     registered: bool  # the holder came from its own lock_holder row, not pg_stat_activity
 
 
+@dataclass(frozen=True, slots=True)
+class Displaced:
+    """The holder `force_unlock()` took the writer lock from."""
+
+    backend_pid: int
+    holder: LockHolder | None
+
+    def describe(self) -> str:
+        if self.holder is None:
+            return f"PostgreSQL backend {self.backend_pid} (its client is not visible)"
+        holder = self.holder
+        return f"pid {holder.pid} on {holder.host} ({holder.command}), holding since {holder.since}"
+
+
 class PostgresStateStore:
     """A StateStore in a PostgreSQL schema; safe to share between threads of one process."""
 
@@ -153,6 +169,7 @@ class PostgresStateStore:
         schema: str | None = None,
         journal_retention: int = JOURNAL_RETENTION,
         clock: Callable[[], datetime] = _utc_now,
+        create: bool = True,
     ) -> None:
         self._secrets = password_spellings(url)
         try:
@@ -188,6 +205,9 @@ class PostgresStateStore:
         self._lock_conns_mutex = threading.Lock()
         try:
             with self._session() as conn:
+                if not create and not _has_schema_version(conn, self.schema):
+                    # Nothing created: not the schema, not a table (migrate would do both).
+                    raise StateMissing(self.location)
                 migrate(
                     conn,
                     schema=self.schema,
@@ -286,6 +306,30 @@ class PostgresStateStore:
             if deleted:
                 self._bump(conn)
         return deleted
+
+    def rename_record(self, old: str, new: str) -> None:
+        with self._write() as conn:
+            # FOR UPDATE: a concurrent rename or put of either name waits for this one.
+            found = conn.execute(
+                self._sql("SELECT identity FROM {sessions} WHERE name = %s FOR UPDATE"), (old,)
+            ).fetchone()
+            taken = conn.execute(
+                self._sql("SELECT 1 FROM {sessions} WHERE name = %s FOR UPDATE"), (new,)
+            ).fetchone()
+            pending = conn.execute(
+                self._sql(
+                    "SELECT name FROM {journal} WHERE outcome IS NULL"
+                    " AND (name = %s OR name = %s OR identity = %s) ORDER BY id LIMIT 1"
+                ),
+                (old, new, found["identity"] if found else None),
+            ).fetchone()
+            refusal = rename_refusal(
+                old, new, found is not None, taken is not None, pending["name"] if pending else None
+            )
+            if refusal is not None:
+                raise StateError(refusal)
+            conn.execute(self._sql("UPDATE {sessions} SET name = %s WHERE name = %s"), (new, old))
+            self._bump(conn)
 
     def _upsert(self, conn: psycopg.Connection[DictRow], record: SessionRecord) -> None:
         conn.execute(
@@ -395,7 +439,7 @@ class PostgresStateStore:
     # -- the writer lock -----------------------------------------------------------------
 
     @contextmanager
-    def lock(self, command: str) -> Iterator[None]:
+    def lock(self, command: str) -> Iterator[PgLockHandle]:
         """A session advisory lock on a connection of its own, named `reconciler: <command>`
         in pg_stat_activity. A new connection per call: advisory locks are re-entrant within
         one session, so a second lock() of this very store is refused like any other."""
@@ -406,9 +450,11 @@ class PostgresStateStore:
             self._lock_conns.add(conn)
         try:
             self._acquire(conn, command)
+            handle = PgLockHandle(conn, self.lock_key, self.location)
             try:
-                yield
+                yield handle
             finally:
+                handle.released = True
                 self._release(conn)
         finally:
             with self._lock_conns_mutex:
@@ -470,13 +516,15 @@ class PostgresStateStore:
             probe = self._probe(conn)
         return None if probe is None else probe.holder
 
-    def force_unlock(self) -> None:
+    def force_unlock(self) -> Displaced | None:
         """Terminate the backend holding the writer lock, which frees it, and wait until it
-        has; raise StateError when nothing holds the lock."""
+        has; say whom that displaced, or None when nothing held the lock. The displaced
+        holder, if it is alive (hung, paused), stops at its next call or write: its lock
+        handle's verify() fails once its session is gone."""
         with self._session() as conn:
             probe = self._probe(conn)
             if probe is None:
-                raise StateError(f"state at {self.location} is not locked: nothing to unlock")
+                return None
             pid = probe.backend_pid
             conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", (pid,))
             # The signal is asynchronous: wait for the backend to exit, so that the lock is
@@ -490,6 +538,7 @@ class PostgresStateStore:
                     )
                 time.sleep(0.05)
             conn.execute(self._sql("DELETE FROM {lock_holder} WHERE backend_pid = %s"), (pid,))
+        return Displaced(pid, probe.holder)
 
     def _probe(self, conn: psycopg.Connection[DictRow]) -> _Probe | None:
         unsigned = self.lock_key & 0xFFFF_FFFF_FFFF_FFFF
@@ -576,6 +625,14 @@ class PostgresStateStore:
             outcome=row["outcome"],
             finished_at=row["finished_at"],
         )
+
+
+def _has_schema_version(conn: psycopg.Connection[DictRow], schema: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'schema_version'",
+        (schema,),
+    ).fetchone()
+    return found is not None
 
 
 def _backend_holder(backend_pid: int, row: DictRow) -> LockHolder:
