@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apply_helpers import AK, SK, Workspace, emulator_server, running, session
 
 from reconciler.core.model import JournalEntry
 from reconciler.emulator.volcengine import Faults
 from reconciler.errors import ErrorKind, ProviderError
 from reconciler.providers.volcengine import VolcengineClient
 from reconciler.state.sqlite import SqliteStateStore
-from tests.apply_helpers import AK, SK, Workspace, emulator_server, running, session
 
 # Small and quick: three attempts, a few milliseconds of backoff in all.
 QUICK_RETRIES = {"max_attempts": "3", "max_retry_seconds": "0.05"}
