@@ -162,7 +162,7 @@ def _state(args: argparse.Namespace, store: StateStore) -> int:
             store.rename_record(args.old, args.new)
         print(
             f'Renamed "{args.old}" to "{args.new}" in the state; its task was not touched and '
-            f"keeps running. Rename it in the manifests too before the next apply: while they "
+            "keeps running. Rename it in the manifests too before the next apply: while they "
             f'still declare "{args.old}", the plan stops "{args.new}" (cutting its call) and '
             f'starts "{args.old}" afresh.'
         )

@@ -6,7 +6,8 @@ pg_schema creates and migrates when the store opens.
 The writer lock is a session-level advisory lock on a connection of its own, held for the lock's
 lifetime: when the holder dies its connection dies and the server frees the lock. A holder whose
 connection survives it (a hung process, a half-open TCP connection) is removed with
-`force_unlock()`, which terminates the backend holding the lock (`reconciler state unlock`).
+`force_unlock()`, which terminates the backend holding the lock (`reconciler state unlock`);
+that holder, should it wake up, finds its lock gone at its next check (pg_lock.PgLockHandle).
 
 Advisory lock keys are 64-bit, derived from the schema name (advisory locks are already scoped to
 one database), so states in different schemas of one database never contend:
