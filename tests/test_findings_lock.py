@@ -33,7 +33,7 @@ from apply_helpers import (
 )
 from pg_helpers import postgres_url, state_url, throwaway_schema
 
-from reconciler.core.model import JournalEntry
+from reconciler.core.model import JournalEntry, JournalOp
 from reconciler.emulator.volcengine import Faults
 from reconciler.errors import LockLost, StateError
 from reconciler.state.postgres import PostgresStateStore
@@ -109,6 +109,23 @@ def test_postgres_handle_is_lost_once_unlocked_and_stays_lost(pg_state: str) -> 
         )
         with pytest.raises(StateError, match="already released"):
             held.verify()
+
+
+def test_postgres_writes_under_the_lock_die_with_its_session(pg_state: str) -> None:
+    """While a store holds the lock its writes go through the lock's session: even a write
+    that skipped verify() cannot land once `state unlock` has ended that session."""
+    with PostgresStateStore(pg_state) as store, PostgresStateStore(pg_state) as other:
+        with store.lock("apply") as held:
+            entry = store.begin_intent("a", JournalOp.START, "volcengine", "x/r/t", "{}")
+            assert other.force_unlock() is not None
+            with pytest.raises(LockLost):
+                store.finish_intent(entry, "started", None)
+            with pytest.raises(LockLost):  # and the handle knows it too
+                held.verify()
+        assert [e.outcome for e in other.pending_intents() if e.id == entry] == [None]
+        # Without the lock, the store writes as before, on its own connection.
+        store.finish_intent(entry, "finished by hand", None)
+        assert other.pending_intents() == []
 
 
 def test_postgres_handle_verifies_while_held(pg_state: str) -> None:

@@ -8,6 +8,7 @@ Either way the holder stops at once (LockLost) instead of writing beside a new h
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import LiteralString
 
 import psycopg
@@ -26,13 +27,23 @@ _HELD_BY_US: LiteralString = """
 
 
 class PgLockHandle:
-    """The handle `PostgresStateStore.lock()` yields; `verify()` costs one round trip."""
+    """The handle `PostgresStateStore.lock()` yields; `verify()` costs one round trip.
 
-    def __init__(self, conn: psycopg.Connection[DictRow], key: int, location: str) -> None:
-        self._conn = conn
+    `mutex` is the store's: the store writes through this session while it holds the lock,
+    and a check must not run in the middle of another thread's transaction."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[DictRow],
+        key: int,
+        location: str,
+        mutex: AbstractContextManager[object],
+    ) -> None:
+        self.conn = conn
         unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
         self._key_parts = (unsigned >> 32, unsigned & 0xFFFF_FFFF)
         self._location = location
+        self._mutex = mutex
         self._lost = False
         self.released = False
 
@@ -40,16 +51,18 @@ class PgLockHandle:
         if self.released:
             raise StateError(f"the writer lock on {self._location} was already released")
         if self._lost:  # once lost, never trusted again, even if a query were to succeed
-            raise self._lost_error()
-        try:
-            row = self._conn.execute(_HELD_BY_US, self._key_parts).fetchone()
-        except psycopg.Error:
-            row = None  # the session is gone (terminated by `state unlock`), and so is the lock
+            raise self.lost()
+        with self._mutex:
+            try:
+                row = self.conn.execute(_HELD_BY_US, self._key_parts).fetchone()
+            except psycopg.Error:
+                row = None  # the session is gone (`state unlock`), and so is the lock
         if row is None or not row["held"]:
-            self._lost = True
-            raise self._lost_error()
+            raise self.lost()
 
-    def _lost_error(self) -> LockLost:
+    def lost(self) -> LockLost:
+        """The error to raise once the lock is known to be gone; it stays gone."""
+        self._lost = True
         return LockLost(
             f"the writer lock on {self._location} was taken away (state unlock?) while this "
             "process held it: stopping at once; calls already sent stay pending for the next "

@@ -203,6 +203,8 @@ class PostgresStateStore:
         self._closed = False
         self._conn: psycopg.Connection[DictRow] | None = None
         self._lock_conns: set[psycopg.Connection[DictRow]] = set()
+        # The lock this store holds, if any: its session carries every write meanwhile.
+        self._fence: PgLockHandle | None = None
         self._lock_conns_mutex = threading.Lock()
         try:
             with self._session() as conn:
@@ -263,9 +265,24 @@ class PostgresStateStore:
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[DictRow]]:
-        """One transaction; any exception, ours included, rolls all of it back."""
-        with self._session() as conn, conn.transaction():
-            yield conn
+        """One transaction; any exception, ours included, rolls all of it back.
+
+        While this store holds the writer lock, writes go through the lock's own session: if
+        `state unlock` terminates it, a write already under way cannot commit either, so a
+        holder that lost the lock never writes beside the new one (LockLost)."""
+        fence = self._fence
+        if fence is None:
+            with self._session() as conn, conn.transaction():
+                yield conn
+            return
+        with self._mutex:
+            try:
+                with fence.conn.transaction():
+                    yield fence.conn
+            except psycopg.Error as exc:
+                if fence.conn.broken or fence.conn.closed:
+                    raise fence.lost() from None
+                raise StateError(f"state at {self.location}: {self._redact(exc)}") from exc
 
     def _redact(self, error: BaseException | str) -> str:
         return redact(error, self._secrets)
@@ -451,10 +468,12 @@ class PostgresStateStore:
             self._lock_conns.add(conn)
         try:
             self._acquire(conn, command)
-            handle = PgLockHandle(conn, self.lock_key, self.location)
+            handle = PgLockHandle(conn, self.lock_key, self.location, self._mutex)
+            self._fence = handle
             try:
                 yield handle
             finally:
+                self._fence = None
                 handle.released = True
                 self._release(conn)
         finally:
