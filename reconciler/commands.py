@@ -197,10 +197,7 @@ def _unlock(store: StateStore) -> int:
     if displaced is None:
         print(f"Nothing to unlock: the state at {store.location} is not locked.")
         return exit_codes.OK
-    print(
-        f"Unlocked: terminated the backend of {displaced.describe()}; that process stops at "
-        "its next call."
-    )
+    print(f"Unlocked: {displaced.describe()}; that process stops at its next call.")
     return exit_codes.OK
 
 

@@ -154,10 +154,17 @@ class Displaced:
     holder: LockHolder | None
 
     def describe(self) -> str:
+        """What force_unlock() did, naming whom it displaced."""
         if self.holder is None:
-            return f"PostgreSQL backend {self.backend_pid} (its client is not visible)"
+            return (
+                f"terminated PostgreSQL backend {self.backend_pid}, which held the lock (its "
+                "client is not visible to this role)"
+            )
         holder = self.holder
-        return f"pid {holder.pid} on {holder.host} ({holder.command}), holding since {holder.since}"
+        return (
+            f"terminated the backend of pid {holder.pid} on {holder.host} ({holder.command}),"
+            f" holding since {holder.since}"
+        )
 
 
 class PostgresStateStore:
