@@ -43,7 +43,8 @@ from reconciler.core.secrets import substitute
 from reconciler.errors import ErrorKind, ProviderError
 from reconciler.providers.base import AUTH_ERROR_CODES, SessionProvider
 from reconciler.retrying import RetryPolicy, Sleep, TokenBucket, call_with_retries
-from reconciler.state.base import RecordChange, StateStore
+from reconciler.state.base import LockHandle, RecordChange, StateStore
+from reconciler.state.fenced import FencedStore
 
 
 class Outcome(StrEnum):
@@ -89,6 +90,14 @@ def _is_throttle(error: BaseException) -> bool:
     )
 
 
+def _not_delivered(error: BaseException) -> bool:
+    """The call certainly took no effect: throttled at the gateway, or never sent at all
+    (connection refused, DNS failure). Safe to retry anything, and nothing to be unsure of."""
+    return _is_throttle(error) or (
+        isinstance(error, ProviderError) and error.kind is ErrorKind.RETRYABLE and not error.sent
+    )
+
+
 @dataclass
 class Applier:
     store: StateStore
@@ -96,6 +105,11 @@ class Applier:
     secrets: Mapping[str, str]
     sensitive: Mapping[str, SensitivePaths]
     now: Callable[[], str]
+    # The writer lock the caller holds. Verified before every provider call and (through
+    # FencedStore) every journal and record write: once it is lost (LockLost) the apply stops
+    # at once, and a call answered after the loss is not journaled; its intent stays pending
+    # for the new holder to recover.
+    lock: LockHandle
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     buckets: Mapping[str, TokenBucket] = field(default_factory=dict)
     parallelism: int = 16
@@ -105,6 +119,9 @@ class Applier:
     _abort: str | None = None
     _slots: asyncio.Semaphore | None = None
     _key: bytes | None = None
+
+    def __post_init__(self) -> None:
+        self.store = FencedStore(self.store, self.lock)
 
     # -- recovery -------------------------------------------------------------------------
 
@@ -353,7 +370,7 @@ class Applier:
             await self._call(
                 record.provider,
                 lambda: provider.announce(record.provider_ids, announcement),
-                retry_on=_is_throttle,
+                retry_on=_not_delivered,
             )
         except ProviderError as error:
             if error.kind is ErrorKind.NOT_FOUND:
@@ -368,10 +385,10 @@ class Applier:
                     Outcome.FAILED,
                     f"the task had ended by itself ({error}); the next apply starts it again",
                 )
-            if error.kind is ErrorKind.RETRYABLE and not _is_throttle(error):
+            if error.kind is ErrorKind.RETRYABLE and not _not_delivered(error):
                 # The answer is unknown: it may have been played. At most once. (Throttling is
-                # answered at the gateway: a throttled announcement was not played, and is
-                # left for the next apply.)
+                # answered at the gateway and an unsent call never arrived: such an
+                # announcement was not played, and is left for the next apply.)
                 note = f"announcement {announcement.id}: delivery unconfirmed ({error})"
                 updated = updated_record(record, session, [announcement.id], self.now(), note)
                 self.store.finish_intent(entry, f"unconfirmed: {error}", RecordChange(put=updated))
@@ -402,7 +419,7 @@ class Applier:
             except ProviderError as error:
                 if error.kind is ErrorKind.CONFLICT and reached:
                     return True  # our own earlier Start took effect; its answer was lost
-                if error.kind is ErrorKind.RETRYABLE and not _is_throttle(error):
+                if error.kind is ErrorKind.RETRYABLE and not _not_delivered(error):
                     reached = True
                 raise
             return False
@@ -440,9 +457,14 @@ class Applier:
         if self._abort:
             raise ProviderError(ErrorKind.TERMINAL, self._abort)
         bucket = self.buckets.get(provider_name) or TokenBucket(rate=1_000_000)
+
+        async def fenced() -> Any:
+            self.lock.verify()  # LockLost is not retried: it ends the apply
+            return await call()
+
         try:
             return await call_with_retries(
-                call, self.policy, bucket, sleep=self.sleep, retry_on=retry_on
+                fenced, self.policy, bucket, sleep=self.sleep, retry_on=retry_on
             )
         except ProviderError as error:
             if error.code in AUTH_ERROR_CODES:
@@ -515,6 +537,7 @@ class _StartUnconfirmed(ProviderError):
     def __init__(self, error: ProviderError) -> None:
         super().__init__(error.kind, str(error))
         self.code, self.status, self.retry_after = error.code, error.status, error.retry_after
+        self.sent = error.sent
 
 
 def _as_desired(record: SessionRecord) -> DesiredSession:

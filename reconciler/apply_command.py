@@ -34,7 +34,7 @@ from reconciler.errors import PlanRefused, UsageError
 from reconciler.providers.base import SessionProvider
 from reconciler.retrying import RetryPolicy, TokenBucket
 from reconciler.settings import Settings, load_settings
-from reconciler.state.base import StateStore
+from reconciler.state.base import LockHandle, StateStore
 from reconciler.state.open import open_state
 from reconciler.workspace import load_desired, path_forms, schema_set, secrets_for, utc_now
 
@@ -55,8 +55,8 @@ def apply(args: argparse.Namespace) -> int:
         # Every secret must resolve before the first call: a half-resolved apply is worse
         # than none.
         secrets = secrets_for(desired, strict=True)
-        with store.lock("apply " + " ".join(args.paths)):
-            return asyncio.run(_apply_files(args, settings, store, desired, secrets))
+        with store.lock("apply " + " ".join(args.paths)) as held:
+            return asyncio.run(_apply_files(args, settings, store, held, desired, secrets))
     finally:
         store.close()
 
@@ -96,10 +96,11 @@ async def _apply_files(
     args: argparse.Namespace,
     settings: Settings,
     store: StateStore,
+    held: LockHandle,
     desired: tuple[DesiredSession, ...],
     secrets: dict[str, str],
 ) -> int:
-    async with _ApplierScope(args, settings, store, secrets) as applier:
+    async with _ApplierScope(args, settings, store, held, secrets) as applier:
         recovered = ApplyReport()
         if store.pending_intents():
             print("Finishing the calls an earlier run left unconfirmed...", file=sys.stderr)
@@ -125,7 +126,7 @@ def _apply_saved(
     path: str,
     document: dict[str, Any],
 ) -> int:
-    with store.lock(f"apply {path}"):
+    with store.lock(f"apply {path}") as held:
         meta = store.meta()
         saved = parse_saved_plan(document, path)
         # Lineage first: a plan made for another state is stale, and its MAC (made with that
@@ -156,7 +157,7 @@ def _apply_saved(
         secrets = secrets_for(desired, strict=True)
 
         async def run() -> int:
-            async with _ApplierScope(args, settings, store, secrets) as applier:
+            async with _ApplierScope(args, settings, store, held, secrets) as applier:
                 return await _execute(args, applier, plan, ApplyReport())
 
         return asyncio.run(run())
@@ -185,11 +186,13 @@ class _ApplierScope:
         args: argparse.Namespace,
         settings: Settings,
         store: StateStore,
+        held: LockHandle,
         secrets: dict[str, str],
     ) -> None:
         self.built: dict[str, SessionProvider] = {}
         self.applier = Applier(
             store=store,
+            lock=held,
             providers=_LazyProviders(settings, self.built),
             secrets=secrets,
             sensitive=schema_set().sensitive,

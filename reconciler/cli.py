@@ -58,7 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         "rm", help="forget a record WITHOUT stopping its session (it keeps running, untracked)"
     )
     state_rm.add_argument("name")
-    state_commands.add_parser("unlock", help="release a lock left by a holder that died")
+    state_mv = state_commands.add_parser(
+        "mv", help="rename a record WITHOUT touching its session (no stop, no start)"
+    )
+    state_mv.add_argument("old", metavar="OLD")
+    state_mv.add_argument("new", metavar="NEW")
+    state_commands.add_parser(
+        "unlock", help="take the writer lock from a hung holder (PostgreSQL); it stops at once"
+    )
 
     emulator = commands.add_parser("emulator", help="run the local cloud stand-in")
     emulator.add_argument("--port", type=int, help="port on 127.0.0.1 (0 picks a free one)")

@@ -11,13 +11,15 @@ from pathlib import Path
 from reconciler import exit_codes
 from reconciler.core.plan import Guards, Plan, make_plan
 from reconciler.core.plan_signature import signed
-from reconciler.core.render import record_document, render_json, render_records, render_text
+from reconciler.core.render import render_json, render_text
 from reconciler.core.render_markdown import render_markdown
 from reconciler.core.saved import literal_secrets
 from reconciler.core.selection import Selection, selection_of
-from reconciler.errors import ReconcilerError, StateError, ValidationFailed
+from reconciler.core.state_listing import listing_documents, render_listing, session_document
+from reconciler.errors import ReconcilerError, StateError, StateMissing, ValidationFailed
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
+from reconciler.state.empty import EmptyState
 from reconciler.state.open import open_state
 from reconciler.workspace import load_desired, path_forms, schema_set, secrets_for, utc_now
 
@@ -57,9 +59,28 @@ def _plan_from_files(
     )
 
 
+def _open_for_plan(args: argparse.Namespace, url: str) -> StateStore:
+    """The state as it is; where there is none yet, an empty one (creating nothing), unless
+    the plan is saved: a saved plan is bound to its state's lineage and key, so that state is
+    created first, and only once the files are known to be valid."""
+    try:
+        return open_state(url, create=False)
+    except StateMissing as missing:
+        if not args.out:
+            print(f"no state at {missing.location} yet: everything is new", file=sys.stderr)
+            return EmptyState(missing.location)
+    load_desired(args.paths)  # invalid files: fail before anything is created
+    store = open_state(url)
+    print(
+        f"created a new, empty state at {store.location} to bind the saved plan to",
+        file=sys.stderr,
+    )
+    return store
+
+
 def plan(args: argparse.Namespace) -> int:
     settings = load_settings()
-    store = open_state(settings.state)
+    store = _open_for_plan(args, settings.state)
     try:
         result = _plan_from_files(
             args.paths, store, guards_from(args, settings), selection_from(args)
@@ -113,28 +134,54 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def state(args: argparse.Namespace) -> int:
     settings = load_settings()
-    store = open_state(settings.state)
+    try:
+        # Never created here: reading or editing a state that does not exist creates nothing.
+        store = open_state(settings.state, create=False)
+    except StateMissing as missing:
+        return _no_state(args, missing.location)
     try:
         return _state(args, store)
     finally:
         store.close()
 
 
+def _no_state(args: argparse.Namespace, location: str) -> int:
+    note = f"no state at {location} yet"
+    if args.state_command == "list":
+        print(f"{note}: nothing is recorded", file=sys.stderr)
+        return _state(args, EmptyState(location))
+    if args.state_command == "unlock":
+        print(f"Nothing to unlock: {note}.")
+        return exit_codes.OK
+    name = args.old if args.state_command == "mv" else args.name
+    raise StateError(f'no session named "{name}" is recorded ({note})')
+
+
 def _state(args: argparse.Namespace, store: StateStore) -> int:
     if args.state_command == "list":
-        records = store.list_records()
+        records, pending = store.list_records(), store.pending_intents()
         if args.format == "json":
-            listing = [record_document(record) for record in records]
+            listing = listing_documents(records, pending)
             sys.stdout.write(json.dumps(listing, indent=2, ensure_ascii=False) + "\n")
         else:
-            sys.stdout.write(render_records(records))
+            sys.stdout.write(render_listing(records, pending))
         return exit_codes.OK
     if args.state_command == "show":
-        record = store.get_record(args.name)
-        if record is None:
+        record, pending = store.get_record(args.name), store.pending_intents()
+        if record is None and all(entry.name != args.name for entry in pending):
             raise StateError(f'no session named "{args.name}" is recorded')
-        document = record_document(record)
+        document = session_document(args.name, record, pending)
         sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        return exit_codes.OK
+    if args.state_command == "mv":
+        with store.lock(f"state mv {args.old} {args.new}"):
+            store.rename_record(args.old, args.new)
+        print(
+            f'Renamed "{args.old}" to "{args.new}" in the state; its task was not touched and '
+            "keeps running. Rename it in the manifests too before the next apply: while they "
+            f'still declare "{args.old}", the plan stops "{args.new}" (cutting its call) and '
+            f'starts "{args.old}" afresh.'
+        )
         return exit_codes.OK
     if args.state_command == "rm":
         with store.lock(f"state rm {args.name}"):
@@ -146,17 +193,28 @@ def _state(args: argparse.Namespace, store: StateStore) -> int:
         )
         return exit_codes.OK
     if args.state_command == "unlock":
-        holder = store.lock_holder()
-        unlock = getattr(store, "force_unlock", None)
-        if unlock is None:
-            who = f" (held now by {holder.describe()})" if holder else ""
-            raise ReconcilerError(
-                "this state's lock is released by the operating system when its holder dies, "
-                f"so it cannot be left behind; there is nothing to unlock{who}"
-            )
-        unlock()
-        return exit_codes.OK
+        return _unlock(store)
     raise AssertionError(args.state_command)
+
+
+def _unlock(store: StateStore) -> int:
+    unlock = getattr(store, "force_unlock", None)
+    if unlock is None:
+        holder = store.lock_holder()
+        if holder is None:
+            print(f"Nothing to unlock: the state at {store.location} is not locked.")
+            return exit_codes.OK
+        raise ReconcilerError(
+            "this state's lock is released by the operating system when its holder dies, "
+            f"so it cannot be left behind; it is held now by {holder.describe()}, a live "
+            "process: stop that process to release it"
+        )
+    displaced = unlock()
+    if displaced is None:
+        print(f"Nothing to unlock: the state at {store.location} is not locked.")
+        return exit_codes.OK
+    print(f"Unlocked: {displaced.describe()}; that process stops at its next call.")
+    return exit_codes.OK
 
 
 def emulator(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@
     ├── SecretError                 a ${env:..} / ${file:..} reference cannot be resolved
     ├── SettingsError               configuration (credentials, endpoint, state URL) is unusable
     ├── StateError                  the state store is unreadable or of an unknown version
-    │   └── LockHeld                another writer holds the lock; names the holder
+    │   ├── StateMissing            a read-only open found no state at that location
+    │   ├── LockHeld                another writer holds the lock; names the holder
+    │   └── LockLost                the writer lock was taken away from us (state unlock)
     ├── PlanRefused                 a guard tripped or a saved plan is stale (exit 1)
     ├── UsageError                  arguments that cannot go together (exit 2, like argparse)
     └── ProviderError               a cloud call failed; `kind` says how to treat it
@@ -66,6 +68,14 @@ class StateError(ReconcilerError):
     """The state store cannot be read or written."""
 
 
+class StateMissing(StateError):
+    """Opening without `create` found no state: read-only commands treat it as empty."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        super().__init__(f"no state at {location} yet")
+
+
 @dataclass(frozen=True, slots=True)
 class LockHolder:
     pid: int
@@ -82,6 +92,11 @@ class LockHeld(StateError):
         self.holder = holder
         who = holder.describe() if holder else "an unknown holder"
         super().__init__(f"the state is locked by {who}")
+
+
+class LockLost(StateError):
+    """The writer lock this process held is gone: another process may be writing now, so
+    nothing more may be called or journaled."""
 
 
 class PlanRefused(ReconcilerError):
@@ -108,11 +123,15 @@ class ProviderError(ReconcilerError):
         code: str = "",
         status: int | None = None,
         retry_after: float | None = None,
+        sent: bool = True,
     ) -> None:
         self.kind = kind
         self.code = code
         self.status = status
         self.retry_after = retry_after
+        # False only when the request certainly never left this machine (connection refused,
+        # DNS failure, connect or pool timeout); True means "sent, or unknown".
+        self.sent = sent
         detail = f"{code}: {message}" if code else message
         if status is not None:
             detail = f"HTTP {status} {detail}"

@@ -486,6 +486,7 @@ def test_recovery_finishes_a_start_the_cloud_refuses(ws: Workspace) -> None:
             async with client:
                 applier = Applier(
                     store=store,
+                    lock=held,
                     providers={"volcengine": VolcengineSessions(client)},
                     secrets={},
                     sensitive=sensitive,
@@ -495,7 +496,8 @@ def test_recovery_finishes_a_start_the_cloud_refuses(ws: Workspace) -> None:
                 report = await applier.recover([odd])
             return [result.outcome for result in report.results]
 
-        assert asyncio.run(recover()) == [Outcome.FAILED]
+        with store.lock("apply") as held:
+            assert asyncio.run(recover()) == [Outcome.FAILED]
         assert store.pending_intents() == []
         assert store.list_records() == []
     assert calls(ws)["by_outcome"] == {"InvalidParameter": 1}

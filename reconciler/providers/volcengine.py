@@ -218,7 +218,7 @@ class VolcengineClient:
         except httpx.TransportError as exc:
             detail = redact(f"{action}: {type(exc).__name__}: {exc}")
             log.debug("volcengine %s transport error: %s", action, detail)
-            raise ProviderError(ErrorKind.RETRYABLE, detail) from None
+            raise ProviderError(ErrorKind.RETRYABLE, detail, sent=_may_have_sent(exc)) from None
         return self._interpret(action, response, redact)
 
     def _interpret(self, action: str, response: httpx.Response, redact: _Redactor) -> CallResult:
@@ -252,6 +252,16 @@ class VolcengineClient:
             status=status,
             retry_after=parse_retry_after(response.headers.get("Retry-After"), self._clock()),
         )
+
+
+# Failures before a single byte of the request was written: no connection was made (refused,
+# DNS failure, connect timeout) or none was free in the pool. Anything later (a read timeout, a
+# dropped connection, a write error half-way) may have reached the cloud.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _may_have_sent(error: httpx.TransportError) -> bool:
+    return not isinstance(error, _NEVER_SENT)
 
 
 class _Redactor:

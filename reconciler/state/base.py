@@ -23,7 +23,19 @@ class RecordChange:
     delete: str | None = None
 
 
+class LockHandle(Protocol):
+    """The writer lock as its holder sees it while holding it."""
+
+    def verify(self) -> None:
+        """Raise LockLost unless this process still holds the lock (`state unlock` may have
+        taken it away); cheap enough to call before every provider call and journal write."""
+        ...
+
+
 class StateStore(Protocol):
+    # Where the state is, for messages: a file path, or a PostgreSQL URL without its password.
+    location: str
+
     def meta(self) -> StateMeta:
         """Lineage, serial and fingerprint key; created on first use."""
         ...
@@ -40,6 +52,11 @@ class StateStore(Protocol):
 
     def delete_record(self, name: str) -> bool:
         """Remove one record (bumping the serial); False when there was none."""
+        ...
+
+    def rename_record(self, old: str, new: str) -> None:
+        """Give record `old` the name `new`, every other field kept, bumping the serial; raise
+        StateError when `old` is not recorded, `new` is, or either has a pending intent."""
         ...
 
     def begin_intent(
@@ -60,10 +77,11 @@ class StateStore(Protocol):
         """The newest journal entries, newest first."""
         ...
 
-    def lock(self, command: str) -> AbstractContextManager[None]:
+    def lock(self, command: str) -> AbstractContextManager[LockHandle]:
         """Hold the writer lock; raise LockHeld naming the holder when another process has it.
 
-        The lock must be released by the OS or the server when its holder dies.
+        The lock must be released by the OS or the server when its holder dies. The handle
+        tells whether it is still held: a writer verifies it before each call and write.
         """
         ...
 
@@ -72,3 +90,22 @@ class StateStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def rename_refusal(
+    old: str, new: str, old_recorded: bool, new_recorded: bool, pending_name: str | None
+) -> str | None:
+    """Why `rename_record(old, new)` must not happen, or None; shared so that both stores
+    refuse in the same words."""
+    if not old_recorded:
+        return f'no session named "{old}" is recorded'
+    if old == new:
+        return f'"{old}" already has that name'
+    if new_recorded:
+        return f'a session named "{new}" is already recorded: `state mv` never overwrites one'
+    if pending_name is not None:
+        return (
+            f'"{pending_name}" has a call of unknown outcome pending: run `reconciler apply` '
+            "on the manifests to finish it first"
+        )
+    return None

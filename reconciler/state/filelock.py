@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from reconciler.errors import LockHeld, LockHolder, StateError
+from reconciler.errors import LockHeld, LockHolder, LockLost, StateError
 
 # A holder that has the lock but has not written its name yet is retried this often, this far
 # apart, before it is reported as unknown.
@@ -34,7 +34,7 @@ class FileLock:
         self._now = now
 
     @contextmanager
-    def hold(self, command: str) -> Iterator[None]:
+    def hold(self, command: str) -> Iterator[FileLockHandle]:
         """Hold the lock for the block; raise LockHeld naming the holder when it is taken."""
         try:
             fd = open_private(self.path, os.O_RDWR)
@@ -45,9 +45,11 @@ class FileLock:
             holder = LockHolder(os.getpid(), socket.gethostname(), command, self._now())
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(dataclasses.asdict(holder)).encode(), 0)
+            handle = FileLockHandle(fd, self.path)
             try:
-                yield
+                yield handle
             finally:
+                handle.released = True
                 os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
@@ -72,6 +74,32 @@ class FileLock:
             return None
         finally:
             os.close(fd)
+
+
+class FileLockHandle:
+    """The handle `FileLock.hold()` yields. No other process can take an flock away, but the
+    lock file can be deleted or replaced under us, and a new holder then locks another inode:
+    the lock is ours only while the path still names the file we locked."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
+        self._path = path
+        self.released = False
+
+    def verify(self) -> None:
+        if self.released:
+            raise StateError(f"the lock {self._path} was already released")
+        held = os.fstat(self._fd)
+        try:
+            named = os.stat(self._path)
+        except FileNotFoundError:
+            named = None
+        if named is None or (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+            raise LockLost(
+                f"the lock file {self._path} was removed or replaced while this process held "
+                "it, so another process may hold the lock now: stopping at once; calls already "
+                "sent stay pending for the next apply to finish"
+            )
 
 
 def _acquire(fd: int) -> None:

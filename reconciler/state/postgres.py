@@ -6,7 +6,8 @@ pg_schema creates and migrates when the store opens.
 The writer lock is a session-level advisory lock on a connection of its own, held for the lock's
 lifetime: when the holder dies its connection dies and the server frees the lock. A holder whose
 connection survives it (a hung process, a half-open TCP connection) is removed with
-`force_unlock()`, which terminates the backend holding the lock (`reconciler state unlock`).
+`force_unlock()`, which terminates the backend holding the lock (`reconciler state unlock`);
+that holder, should it wake up, finds its lock gone at its next check (pg_lock.PgLockHandle).
 
 Advisory lock keys are 64-bit, derived from the schema name (advisory locks are already scoped to
 one database), so states in different schemas of one database never contend:
@@ -41,8 +42,9 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta, Status
-from reconciler.errors import LockHeld, LockHolder, StateError
-from reconciler.state.base import RecordChange
+from reconciler.errors import LockHeld, LockHolder, StateError, StateMissing
+from reconciler.state.base import RecordChange, rename_refusal
+from reconciler.state.pg_lock import PgLockHandle
 from reconciler.state.pg_schema import SCHEMA_VERSION, TABLES, migrate
 from reconciler.state.pg_url import (
     DEFAULT_SCHEMA,
@@ -61,6 +63,7 @@ __all__ = [
     "JOURNAL_RETENTION",
     "SCHEMA_VERSION",
     "TERMINATE_WAIT_SECONDS",
+    "Displaced",
     "PostgresStateStore",
     "advisory_key",
     "schema_from_options",
@@ -143,6 +146,27 @@ class _Probe:
     registered: bool  # the holder came from its own lock_holder row, not pg_stat_activity
 
 
+@dataclass(frozen=True, slots=True)
+class Displaced:
+    """The holder `force_unlock()` took the writer lock from."""
+
+    backend_pid: int
+    holder: LockHolder | None
+
+    def describe(self) -> str:
+        """What force_unlock() did, naming whom it displaced."""
+        if self.holder is None:
+            return (
+                f"terminated PostgreSQL backend {self.backend_pid}, which held the lock (its "
+                "client is not visible to this role)"
+            )
+        holder = self.holder
+        return (
+            f"terminated the backend of pid {holder.pid} on {holder.host} ({holder.command}),"
+            f" holding since {holder.since}"
+        )
+
+
 class PostgresStateStore:
     """A StateStore in a PostgreSQL schema; safe to share between threads of one process."""
 
@@ -153,6 +177,7 @@ class PostgresStateStore:
         schema: str | None = None,
         journal_retention: int = JOURNAL_RETENTION,
         clock: Callable[[], datetime] = _utc_now,
+        create: bool = True,
     ) -> None:
         self._secrets = password_spellings(url)
         try:
@@ -185,9 +210,14 @@ class PostgresStateStore:
         self._closed = False
         self._conn: psycopg.Connection[DictRow] | None = None
         self._lock_conns: set[psycopg.Connection[DictRow]] = set()
+        # The lock this store holds, if any: its session carries every write meanwhile.
+        self._fence: PgLockHandle | None = None
         self._lock_conns_mutex = threading.Lock()
         try:
             with self._session() as conn:
+                if not create and not _has_schema_version(conn, self.schema):
+                    # Nothing created: not the schema, not a table (migrate would do both).
+                    raise StateMissing(self.location)
                 migrate(
                     conn,
                     schema=self.schema,
@@ -242,9 +272,24 @@ class PostgresStateStore:
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[DictRow]]:
-        """One transaction; any exception, ours included, rolls all of it back."""
-        with self._session() as conn, conn.transaction():
-            yield conn
+        """One transaction; any exception, ours included, rolls all of it back.
+
+        While this store holds the writer lock, writes go through the lock's own session: if
+        `state unlock` terminates it, a write already under way cannot commit either, so a
+        holder that lost the lock never writes beside the new one (LockLost)."""
+        fence = self._fence
+        if fence is None:
+            with self._session() as conn, conn.transaction():
+                yield conn
+            return
+        with self._mutex:
+            try:
+                with fence.conn.transaction():
+                    yield fence.conn
+            except psycopg.Error as exc:
+                if fence.conn.broken or fence.conn.closed:
+                    raise fence.lost() from None
+                raise StateError(f"state at {self.location}: {self._redact(exc)}") from exc
 
     def _redact(self, error: BaseException | str) -> str:
         return redact(error, self._secrets)
@@ -286,6 +331,30 @@ class PostgresStateStore:
             if deleted:
                 self._bump(conn)
         return deleted
+
+    def rename_record(self, old: str, new: str) -> None:
+        with self._write() as conn:
+            # FOR UPDATE: a concurrent rename or put of either name waits for this one.
+            found = conn.execute(
+                self._sql("SELECT identity FROM {sessions} WHERE name = %s FOR UPDATE"), (old,)
+            ).fetchone()
+            taken = conn.execute(
+                self._sql("SELECT 1 FROM {sessions} WHERE name = %s FOR UPDATE"), (new,)
+            ).fetchone()
+            pending = conn.execute(
+                self._sql(
+                    "SELECT name FROM {journal} WHERE outcome IS NULL"
+                    " AND (name = %s OR name = %s OR identity = %s) ORDER BY id LIMIT 1"
+                ),
+                (old, new, found["identity"] if found else None),
+            ).fetchone()
+            refusal = rename_refusal(
+                old, new, found is not None, taken is not None, pending["name"] if pending else None
+            )
+            if refusal is not None:
+                raise StateError(refusal)
+            conn.execute(self._sql("UPDATE {sessions} SET name = %s WHERE name = %s"), (new, old))
+            self._bump(conn)
 
     def _upsert(self, conn: psycopg.Connection[DictRow], record: SessionRecord) -> None:
         conn.execute(
@@ -396,7 +465,7 @@ class PostgresStateStore:
     # -- the writer lock -----------------------------------------------------------------
 
     @contextmanager
-    def lock(self, command: str) -> Iterator[None]:
+    def lock(self, command: str) -> Iterator[PgLockHandle]:
         """A session advisory lock on a connection of its own, named `reconciler: <command>`
         in pg_stat_activity. A new connection per call: advisory locks are re-entrant within
         one session, so a second lock() of this very store is refused like any other."""
@@ -407,9 +476,13 @@ class PostgresStateStore:
             self._lock_conns.add(conn)
         try:
             self._acquire(conn, command)
+            handle = PgLockHandle(conn, self.lock_key, self.location, self._mutex)
+            self._fence = handle
             try:
-                yield
+                yield handle
             finally:
+                self._fence = None
+                handle.released = True
                 self._release(conn)
         finally:
             with self._lock_conns_mutex:
@@ -471,13 +544,15 @@ class PostgresStateStore:
             probe = self._probe(conn)
         return None if probe is None else probe.holder
 
-    def force_unlock(self) -> None:
+    def force_unlock(self) -> Displaced | None:
         """Terminate the backend holding the writer lock, which frees it, and wait until it
-        has; raise StateError when nothing holds the lock."""
+        has; say whom that displaced, or None when nothing held the lock. The displaced
+        holder, if it is alive (hung, paused), stops at its next call or write: its lock
+        handle's verify() fails once its session is gone."""
         with self._session() as conn:
             probe = self._probe(conn)
             if probe is None:
-                raise StateError(f"state at {self.location} is not locked: nothing to unlock")
+                return None
             pid = probe.backend_pid
             conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", (pid,))
             # The signal is asynchronous: wait for the backend to exit, so that the lock is
@@ -491,6 +566,7 @@ class PostgresStateStore:
                     )
                 time.sleep(0.05)
             conn.execute(self._sql("DELETE FROM {lock_holder} WHERE backend_pid = %s"), (pid,))
+        return Displaced(pid, probe.holder)
 
     def _probe(self, conn: psycopg.Connection[DictRow]) -> _Probe | None:
         unsigned = self.lock_key & 0xFFFF_FFFF_FFFF_FFFF
@@ -578,6 +654,14 @@ class PostgresStateStore:
             outcome=row["outcome"],
             finished_at=row["finished_at"],
         )
+
+
+def _has_schema_version(conn: psycopg.Connection[DictRow], schema: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = %s AND tablename = 'schema_version'",
+        (schema,),
+    ).fetchone()
+    return found is not None
 
 
 def _backend_holder(backend_pid: int, row: DictRow) -> LockHolder:

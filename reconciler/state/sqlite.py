@@ -13,6 +13,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -21,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta, Status
-from reconciler.errors import LockHolder, StateError
-from reconciler.state.base import RecordChange
-from reconciler.state.filelock import FileLock, open_private
+from reconciler.errors import LockHolder, StateError, StateMissing
+from reconciler.state.base import RecordChange, rename_refusal
+from reconciler.state.filelock import FileLock, FileLockHandle, open_private
 
 # "RCNL": marks the file as ours, so a foreign SQLite database is refused rather than migrated.
 APPLICATION_ID = 0x52434E4C
@@ -104,10 +105,12 @@ class SqliteStateStore:
         *,
         journal_retention: int = JOURNAL_RETENTION,
         clock: Callable[[], datetime] = _utc_now,
+        create: bool = True,
     ) -> None:
         # Absolute, so the lock file and error messages stay right if the process changes
         # directory (the daemon may); not resolved, so a symlinked state dir stays as named.
         self.path = Path(path).absolute()
+        self.location = str(self.path)
         self.lock_path = Path(f"{self.path}.lock")
         self._retention = journal_retention
         self._clock = clock
@@ -115,26 +118,35 @@ class SqliteStateStore:
         # One connection serialised by a mutex: apply may finish intents from worker threads,
         # and SQLite allows one writer at a time anyway.
         self._mutex = threading.RLock()
-        self._conn: sqlite3.Connection | None = self._open()
+        self._conn: sqlite3.Connection | None = self._open(create)
 
     # -- opening and migrating ------------------------------------------------------------
 
-    def _open(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # SQLite gives the -wal and -shm files the database file's mode, so creating the
-            # database 0600 before SQLite sees it keeps all three private.
-            os.close(open_private(self.path, os.O_RDWR))
-        except OSError as exc:
-            raise StateError(f"cannot create state at {self.path}: {exc}") from exc
+    def _open(self, create: bool) -> sqlite3.Connection:
+        if create:
+            try:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # SQLite gives the -wal and -shm files the database file's mode, so creating
+                # the database 0600 before SQLite sees it keeps all three private.
+                os.close(open_private(self.path, os.O_RDWR))
+            except OSError as exc:
+                raise StateError(f"cannot create state at {self.path}: {exc}") from exc
+        elif not self.path.exists():
+            # Checked before SQLite sees the path: connecting would create the file, and
+            # opening it would create its -wal and -shm companions.
+            raise StateMissing(str(self.path))
         try:
             conn = sqlite3.connect(
-                self.path,
+                # mode=rw never creates the file, should it vanish after the check above.
+                f"file:{urllib.parse.quote(str(self.path))}?mode=rw",
+                uri=True,
                 timeout=BUSY_TIMEOUT_MS / 1000,
                 isolation_level=None,  # autocommit; transactions are explicit BEGIN IMMEDIATE
                 check_same_thread=False,  # guarded by self._mutex
             )
         except sqlite3.Error as exc:
+            if not create and not self.path.exists():
+                raise StateMissing(str(self.path)) from None
             raise StateError(f"cannot open state at {self.path}: {exc}") from exc
         try:
             conn.row_factory = sqlite3.Row
@@ -253,6 +265,23 @@ class SqliteStateStore:
                 _bump(conn)
         return deleted
 
+    def rename_record(self, old: str, new: str) -> None:
+        with self._write() as conn:
+            found = conn.execute("SELECT identity FROM sessions WHERE name = ?", (old,)).fetchone()
+            taken = conn.execute("SELECT 1 FROM sessions WHERE name = ?", (new,)).fetchone()
+            pending = conn.execute(
+                "SELECT name FROM journal WHERE outcome IS NULL"
+                " AND (name = ? OR name = ? OR identity = ?) ORDER BY id LIMIT 1",
+                (old, new, found[0] if found else None),
+            ).fetchone()
+            refusal = rename_refusal(
+                old, new, found is not None, taken is not None, pending[0] if pending else None
+            )
+            if refusal is not None:
+                raise StateError(refusal)
+            conn.execute("UPDATE sessions SET name = ? WHERE name = ?", (new, old))
+            _bump(conn)
+
     # -- journal --------------------------------------------------------------------------
 
     def begin_intent(
@@ -321,7 +350,7 @@ class SqliteStateStore:
 
     # -- the writer lock ------------------------------------------------------------------
 
-    def lock(self, command: str) -> AbstractContextManager[None]:
+    def lock(self, command: str) -> AbstractContextManager[FileLockHandle]:
         """flock on `<path>.lock` (see filelock.py): the kernel drops it when the holder dies,
         so a crashed apply never leaves a stale lock."""
         return self._file_lock.hold(command)

@@ -1,0 +1,69 @@
+"""A store whose every write first checks that the writer lock is still ours.
+
+An apply that was paused (SIGSTOP, a long GC, a frozen VM) while `state unlock` handed the lock
+to another apply must not write beside the new holder: it would finish or overwrite intents the
+new holder is recovering. Reads pass through unchecked; they cannot hurt anyone.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta
+from reconciler.errors import LockHolder
+from reconciler.state.base import LockHandle, RecordChange, StateStore
+
+
+class FencedStore:
+    """`store`, with `held.verify()` (raising LockLost) before each write."""
+
+    def __init__(self, store: StateStore, held: LockHandle) -> None:
+        self._store = store
+        self._held = held
+        self.location = store.location
+
+    def meta(self) -> StateMeta:
+        return self._store.meta()
+
+    def list_records(self) -> list[SessionRecord]:
+        return self._store.list_records()
+
+    def get_record(self, name: str) -> SessionRecord | None:
+        return self._store.get_record(name)
+
+    def put_record(self, record: SessionRecord) -> None:
+        self._held.verify()
+        self._store.put_record(record)
+
+    def delete_record(self, name: str) -> bool:
+        self._held.verify()
+        return self._store.delete_record(name)
+
+    def rename_record(self, old: str, new: str) -> None:
+        self._held.verify()
+        self._store.rename_record(old, new)
+
+    def begin_intent(
+        self, name: str, op: JournalOp, provider: str, identity: str, payload_json: str
+    ) -> int:
+        self._held.verify()
+        return self._store.begin_intent(name, op, provider, identity, payload_json)
+
+    def finish_intent(self, entry_id: int, outcome: str, change: RecordChange | None) -> None:
+        self._held.verify()
+        self._store.finish_intent(entry_id, outcome, change)
+
+    def pending_intents(self) -> list[JournalEntry]:
+        return self._store.pending_intents()
+
+    def recent_journal(self, limit: int) -> list[JournalEntry]:
+        return self._store.recent_journal(limit)
+
+    def lock(self, command: str) -> AbstractContextManager[LockHandle]:
+        return self._store.lock(command)
+
+    def lock_holder(self) -> LockHolder | None:
+        return self._store.lock_holder()
+
+    def close(self) -> None:
+        self._store.close()
