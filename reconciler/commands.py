@@ -17,7 +17,7 @@ from reconciler.errors import ReconcilerError, StateError, ValidationFailed
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.open import open_state
-from reconciler.workspace import load_desired, schema_set, secrets_for, utc_now
+from reconciler.workspace import load_desired, resolve_secrets, schema_set, utc_now
 
 
 def validate(paths: list[str]) -> int:
@@ -35,15 +35,16 @@ def _plan_from_files(paths: list[str], store: StateStore, guards: Guards) -> Pla
     """Validate the files and diff them against the records. Secrets that cannot be resolved
     here (a pull-request job) are compared by name."""
     desired = load_desired(paths)
-    secrets = secrets_for(desired, strict=False)
+    secrets = resolve_secrets(desired)
     return make_plan(
         desired,
         store.list_records(),
         store.meta(),
         schema_set().sensitive,
-        secrets,
+        secrets.values,
         guards,
         created_at=utc_now(),
+        empty_references=secrets.empty,
     )
 
 

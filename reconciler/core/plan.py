@@ -137,6 +137,7 @@ def make_plan(
     secrets: Mapping[str, str],
     guards: Guards = Guards(),
     created_at: str = "",
+    empty_references: Set[str] = frozenset(),
 ) -> Plan:
     recorded = {record.name: record for record in records}
     declared = {session.name for session in desired}
@@ -173,7 +174,7 @@ def make_plan(
         violations=tuple(_violations(actions, desired, records, guards)),
         created_at=created_at,
         max_stops=guards.max_stops,
-        notes=_unresolved_note(sorted(unresolved)),
+        notes=_unresolved_note(sorted(unresolved), sorted(empty_references & unresolved)),
     )
 
 
@@ -330,11 +331,21 @@ def _violations(
     return violations
 
 
-def _unresolved_note(references: Sequence[str]) -> tuple[str, ...]:
+def _unresolved_note(references: Sequence[str], empty: Sequence[str]) -> tuple[str, ...]:
     if not references:
         return ()
-    shown = ", ".join(references[:5]) + (", ..." if len(references) > 5 else "")
-    return (
-        f"{len(references)} secret reference(s) could not be resolved here ({shown}): they are "
-        "compared by name, so a rotated value does not show in this plan",
-    )
+    notes = [
+        f"{len(references)} secret reference(s) could not be resolved here ({_shown(references)}): "
+        "they are compared by name, so a rotated value does not show in this plan"
+    ]
+    if empty:
+        # CI gives an empty string for a secret that is not configured: say so in the review.
+        notes.append(
+            f"{len(empty)} of them resolved to an empty value ({_shown(empty)}): apply refuses "
+            "an empty secret, so set it before applying"
+        )
+    return tuple(notes)
+
+
+def _shown(references: Sequence[str]) -> str:
+    return ", ".join(references[:5]) + (", ..." if len(references) > 5 else "")
