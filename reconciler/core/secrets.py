@@ -49,9 +49,9 @@ def reference_problem(text: str, *, sensitive: bool = False) -> str | None:
     if not may_be_mistaken_reference(text):
         return None
     quoted = "invalid secret reference " + json.dumps(text, ensure_ascii=False)
+    if is_reference(text.strip()):
+        return f"{quoted}: a secret reference must be the whole value (remove the spaces)"
     if looks_like_reference(text):
-        if is_reference(text.strip()):
-            return f"{quoted}: a secret reference must be the whole value (remove the spaces)"
         env = _ENV_ATTEMPT.fullmatch(text)
         if env is not None and "}" not in env.group(1):
             name = json.dumps(env.group(1), ensure_ascii=False)
