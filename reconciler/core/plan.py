@@ -71,6 +71,9 @@ class Action:
     field_changes: tuple[FieldChange, ...] = ()
     previous_identity: str | None = None
     announcements: tuple[Announcement, ...] = ()
+    # New announcements a replace does not play: the restart starts a new conversation, so
+    # apply records them as delivered, as for a create.
+    not_played: tuple[Announcement, ...] = ()
     desired: DesiredSession | None = None
     recorded: SessionRecord | None = None
 
@@ -204,12 +207,15 @@ def _compare(
         desired=session,
         recorded=record,
     )
+    delivered = set(record.announcements_delivered)
+    pending = tuple(a for a in session.announcements if a.id not in delivered)
     if record.provider != session.provider or record.identity != session.identity:
         return replace(
             noop,
             kind=ActionKind.REPLACE,
             reason=f"task identity changed (was {record.provider} {record.identity})",
             previous_identity=record.identity,
+            not_played=pending,
         )
     redacted = redactor.redact(session.spec)
     text = canonical_json(redacted)
@@ -245,9 +251,8 @@ def _compare(
             changed_paths=paths,
             sensitive_paths=secret_paths,
             field_changes=field_changes,
+            not_played=pending if kind is ActionKind.REPLACE else (),
         )
-    delivered = set(record.announcements_delivered)
-    pending = tuple(a for a in session.announcements if a.id not in delivered)
     record_fields = _record_field_changes(session, record)
     if pending or record_fields:
         reasons = []

@@ -32,4 +32,3 @@ def describe_location(place: Location) -> str:
     """`file:line: /pointer`, as validation problems are written (the line where it is known)."""
     where = f"{place.file}:{place.line}" if place.line is not None else place.file
     return f"{where}: {place.pointer}"
-
