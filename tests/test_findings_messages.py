@@ -86,3 +86,177 @@ def test_an_announcement_added_alone_is_still_played(ws: Workspace) -> None:
     assert "not played" not in result.out
     assert "> announce maint-1121" in result.out
     assert ws.emulator.calls()["by_action"].get("UpdateVoiceChat", 0) == 1
+
+
+# -- item 14a: numbers no field can hold --------------------------------------------------------
+
+RANGE = "integers must be 64-bit (-9223372036854775808 to 9223372036854775807)"
+IDLE = "/sessions/0/spec/AgentConfig/IdleTimeout"
+
+
+def idle_timeout_manifest(suffix: str, number: str) -> str:
+    """One session whose IdleTimeout is `number` (as written), in the given format."""
+    entry = session("a")
+    entry["spec"]["AgentConfig"]["IdleTimeout"] = "NUMBER"
+    if suffix == ".json":
+        return json.dumps({"sessions": [entry]}, indent=1).replace('"NUMBER"', number)
+    if suffix == ".yaml":
+        return json.dumps({"sessions": [entry]}, indent=1).replace('"NUMBER"', number)
+    lines = "".join(f"{key} = {inline_toml(value)}\n" for key, value in entry.items())
+    return "[[sessions]]\n" + lines.replace('"NUMBER"', number)
+
+
+def inline_toml(value: object) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f'"{k}" = {inline_toml(v)}' for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(inline_toml(item) for item in value) + "]"
+    return json.dumps(value)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml", ".yaml"])
+@pytest.mark.parametrize(
+    ("number", "problem"),
+    [
+        ("9" * 401, f"a 401-digit integer is out of range: {RANGE}"),
+        ("9" * 5000, f"a 5,000-digit integer is out of range: {RANGE}"),
+        ("9223372036854775808", f"9223372036854775808 is out of range: {RANGE}"),
+        ("-9223372036854775809", f"-9223372036854775809 is out of range: {RANGE}"),
+    ],
+)
+def test_an_integer_past_64_bits_is_one_line_naming_file_line_and_pointer(
+    ws: Workspace, suffix: str, number: str, problem: str
+) -> None:
+    text = idle_timeout_manifest(suffix, number)
+    path = write(ws.manifests / f"sessions{suffix}", text)
+    line = 1 + text[: text.index(number)].count("\n")
+
+    result = ws.run("apply", str(ws.manifests), "--auto-approve")
+
+    assert result.code == 1, str(result)
+    pointer = IDLE if suffix != ".toml" else "/sessions/0/spec/AgentConfig/IdleTimeout"
+    assert result.err.splitlines() == [f"{path}:{line}: {pointer}: {problem}", "1 problem found."]
+    assert "Traceback" not in result.err
+    assert ws.emulator.calls()["total"] == 0
+    assert not ws.state.exists() or ws.records() == []
+
+
+def test_the_largest_64_bit_integer_is_accepted(ws: Workspace) -> None:
+    write(ws.manifests / "sessions.json", idle_timeout_manifest(".json", str(2**63 - 1)))
+
+    result = ws.run("validate", str(ws.manifests))
+
+    assert result.code == 0, str(result)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "written", "shown"),
+    [(".json", "1e400", "1e400"), (".json", "NaN", "NaN"), (".yaml", ".inf", "inf")],
+)
+def test_a_number_that_is_not_finite_is_refused(
+    ws: Workspace, suffix: str, written: str, shown: str
+) -> None:
+    path = write(ws.manifests / f"s{suffix}", idle_timeout_manifest(suffix, written))
+
+    result = ws.run("validate", str(ws.manifests))
+
+    assert result.code == 1, str(result)
+    allowed = "is not a number JSON allows" if written == "NaN" else "is not a finite number"
+    assert result.err.splitlines()[0].endswith(f": {IDLE}: {shown} {allowed}"), result.err
+
+
+# -- item 17: messages in the user's language --------------------------------------------------
+
+
+def test_values_are_spelled_as_json_and_patterns_without_regex_guards(ws: Workspace) -> None:
+    entry = session("a")
+    entry["spec"]["Config"]["InterruptMode"] = None
+    entry["spec"]["AgentConfig"]["EnableConversationStateCallback"] = "false"
+    entry["spec"]["AgentConfig"]["TargetUserId"] = ["a", "b"]
+    entry["spec"]["RoomId"] = "room 1!"
+    entry["protect"] = None
+    path = ws.declare([entry])
+
+    result = ws.run("validate", str(ws.manifests))
+
+    assert result.code == 1, str(result)
+    assert result.err.splitlines() == [
+        f'{path}: /sessions/0/protect: null is not of type "boolean"',
+        f"{path}: /sessions/0/spec/AgentConfig/EnableConversationStateCallback: "
+        '"false" is not of type "boolean"',
+        f'{path}: /sessions/0/spec/AgentConfig/TargetUserId: ["a", "b"] is too long '
+        "(at most 1 item)",
+        f'{path}: /sessions/0/spec/Config/InterruptMode: null is not of type "integer"',
+        f"{path}: /sessions/0/spec/Config/InterruptMode: null is not one of [0, 1]",
+        f'{path}: /sessions/0/spec/RoomId: "room 1!" does not match the pattern '
+        "^[A-Za-z0-9@._-]{1,128}$",
+        "6 problems found.",
+    ]
+    for python in ("None", "False", "['a', 'b']", "(?!", "[\\s\\S]"):
+        assert python not in result.err
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        (
+            "s.json",
+            '{"sessions": [\n {"name": "a",\n  "labels": {"team": "x",\n   "team": "y"}}]}\n',
+            ":4: /sessions/0/labels",
+        ),
+        ("s.json", '{"sessions": [],\n "sessions": []}\n', ":2: /"),
+        (
+            "s.yaml",
+            "sessions:\n- name: a\n  labels:\n    team: x\n    team: y\n",
+            ":5: /sessions/0/labels",
+        ),
+        (
+            "s.toml",
+            '[[sessions]]\nname = "a"\n[[sessions]]\nname = "b"\n'
+            '[sessions.labels]\nteam = "x"\nteam = "y"\n',
+            ":7: /sessions/1/labels",
+        ),
+        (
+            "s.toml",
+            '[[sessions]]\nname = "a"\nlabels.team = "x"\nlabels.team = "y"\n',
+            ":4: /sessions/0/labels",
+        ),
+    ],
+)
+def test_a_duplicate_key_is_reported_at_its_object_with_a_line(
+    ws: Workspace, name: str, text: str, where: str
+) -> None:
+    path = write(ws.manifests / name, text)
+
+    result = ws.run("validate", str(ws.manifests))
+
+    assert result.code == 1, str(result)
+    key = "sessions" if where.endswith(": /") else "team"
+    assert result.err.splitlines() == [f'{path}{where}: duplicate key "{key}"', "1 problem found."]
+
+
+def test_a_literal_secret_in_defaults_is_reported_once_at_defaults_with_its_line(
+    ws: Workspace,
+) -> None:
+    entries = []
+    for name in ("a", "b", "c"):
+        entry = session(name)
+        del entry["spec"]["Config"]["LLMConfig"]["APIKey"]
+        del entry["spec"]["Config"]["SubtitleConfig"]
+        entries.append(entry)
+    text = (
+        "defaults:\n  spec:\n    Config:\n      LLMConfig:\n        APIKey: sk-literal-123\n"
+        "sessions: " + json.dumps(entries) + "\n"
+    )
+    path = write(ws.manifests / "sessions.yaml", text)
+
+    result = ws.run("plan", str(ws.manifests), "--out", str(ws.root / "plan.json"))
+
+    assert result.code == 1, str(result)
+    assert result.err.splitlines() == [
+        f"{path}:5: /defaults/spec/Config/LLMConfig/APIKey: a saved plan cannot hold a literal "
+        "secret: use ${env:NAME} or ${file:PATH}",
+        "1 problem found.",
+    ]
+    assert "sk-literal-123" not in result.out + result.err
+    assert not (ws.root / "plan.json").exists()
