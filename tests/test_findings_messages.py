@@ -162,7 +162,8 @@ def test_a_number_that_is_not_finite_is_refused(
 
     assert result.code == 1, str(result)
     allowed = "is not a number JSON allows" if written == "NaN" else "is not a finite number"
-    assert result.err.splitlines()[0].endswith(f": {IDLE}: {shown} {allowed}"), result.err
+    first = result.err.splitlines()[0]
+    assert first.startswith(f"{path}:") and first.endswith(f": {IDLE}: {shown} {allowed}"), first
 
 
 # -- item 17: messages in the user's language --------------------------------------------------
