@@ -151,7 +151,13 @@ def test_the_largest_64_bit_integer_is_accepted(ws: Workspace) -> None:
 
 @pytest.mark.parametrize(
     ("suffix", "written", "shown"),
-    [(".json", "1e400", "1e400"), (".json", "NaN", "NaN"), (".yaml", ".inf", "inf")],
+    [
+        (".json", "1e400", "a number beyond ±1.8e308 (a 64-bit float)"),
+        (".json", "NaN", "NaN"),
+        (".json", "-Infinity", "-Infinity"),
+        (".yaml", ".inf", ".inf"),
+        (".yaml", ".NaN", ".NaN"),
+    ],
 )
 def test_a_number_that_is_not_finite_is_refused(
     ws: Workspace, suffix: str, written: str, shown: str
@@ -161,7 +167,8 @@ def test_a_number_that_is_not_finite_is_refused(
     result = ws.run("validate", str(ws.manifests))
 
     assert result.code == 1, str(result)
-    allowed = "is not a number JSON allows" if written == "NaN" else "is not a finite number"
+    constant = written in ("NaN", "-Infinity")
+    allowed = "is not a number JSON allows" if constant else "is not a finite number"
     first = result.err.splitlines()[0]
     assert first.startswith(f"{path}:") and first.endswith(f": {IDLE}: {shown} {allowed}"), first
 

@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import re
+import sys
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -88,13 +89,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _parse_json(path: str, text: str) -> Any:
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_int=_json_int,
-            parse_float=_json_float,
-            parse_constant=_json_constant,
-        )
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_json_constant)
     except _DuplicateKey as dup:
         found = json_duplicate(text)
         if found is None:
@@ -102,13 +97,21 @@ def _parse_json(path: str, text: str) -> Any:
         raise _fail(path, f'duplicate key "{found.key}"', found.line, found.pointer) from None
     except json.JSONDecodeError as exc:
         raise _fail(path, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    except ValueError:  # an integer past Python's 4,300-digit conversion limit
+        raise _huge_integer(path, text, _marked_json) from None
 
 
-# Integers are 64-bit: a longer one is no value any cloud field takes, and past 4,300 digits
-# Python refuses to convert it at all. Out-of-range numbers are kept as `Unrepresentable` until
-# the walk below reports them with their pointer.
+def _marked_json(text: str) -> Any:
+    return json.loads(text, parse_constant=_json_constant)
+
+
+# Integers are 64-bit and numbers finite: nothing else is a value any cloud field takes (a
+# 401-digit IdleTimeout would be sent as is), and past 4,300 digits Python refuses to convert an
+# integer at all. The parse keeps the numbers (JSON's NaN and Infinity as `Unrepresentable`);
+# the depth walk then reports the first bad one at its pointer.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 _MAX_INT_TEXT = 20  # digits and sign of INT_MIN
+_FLOAT_MAX = sys.float_info.max
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,17 +119,6 @@ class Unrepresentable:
     """A number the manifest holds that no field can take (kept only to be reported)."""
 
     problem: str
-
-
-def _json_int(text: str) -> int | Unrepresentable:
-    if len(text) > _MAX_INT_TEXT:
-        return Unrepresentable(_integer_problem(text))
-    return int(text)
-
-
-def _json_float(text: str) -> float | Unrepresentable:
-    value = float(text)
-    return value if math.isfinite(value) else Unrepresentable(f"{text} is not a finite number")
 
 
 def _json_constant(text: str) -> Unrepresentable:
@@ -139,13 +131,19 @@ def _integer_problem(text: str) -> str:
     return f"{shown} is out of range: integers must be 64-bit ({INT_MIN} to {INT_MAX})"
 
 
-def _number_problem(value: Any) -> str | None:
-    """Why a parsed leaf is not a number a field can hold, or None for any other value."""
+def _number_problem(value: Any, written: str | None = None) -> str | None:
+    """Why a parsed leaf is not a number a field can hold, or None for any other value.
+    `written`: the number as the file spells it, where the parser keeps it (YAML)."""
     kind = type(value)
     if kind is int:
         return None if INT_MIN <= value <= INT_MAX else _integer_problem(str(value))
     if kind is float:
-        return None if math.isfinite(value) else f"{value} is not a finite number"
+        if math.isfinite(value):
+            return None
+        if written is not None:
+            return f"{written} is not a finite number"
+        # JSON and TOML parse 1e400 to infinity: the text is gone, say what it became.
+        return "a number beyond ±1.8e308 (a 64-bit float) is not a finite number"
     if kind is Unrepresentable:
         return str(value.problem)
     return None
@@ -155,13 +153,13 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 _TOML_DUPLICATE = ("Cannot overwrite a value", "Cannot declare")
-# A TOML integer too long for Python to convert (tomllib has no hook for integers).
-_TOML_HUGE_INTEGER = re.compile(r"(?<![\w.])[+-]?[0-9][0-9_]{4300,}(?![\w.])")
+# An integer too long for Python to convert (digits, and TOML's `_` separators).
+_HUGE_INTEGER = re.compile(r"(?<![\w.])[+-]?[0-9][0-9_]{4300,}(?![\w.])")
 
 
 def _parse_toml(path: str, text: str) -> Any:
     try:
-        return tomllib.loads(text, parse_float=_toml_float)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = _TOML_POSITION.search(message)
@@ -173,27 +171,22 @@ def _parse_toml(path: str, text: str) -> Any:
         message = _TOML_POSITION.sub(f"(column {match.group(2)})", message) if match else message
         raise _fail(path, f"invalid TOML: {message}", line) from None
     except ValueError:
-        raise _huge_toml_integer(path, text) from None
+        raise _huge_integer(path, text, tomllib.loads) from None
 
 
-def _toml_float(text: str) -> float | Unrepresentable:
-    value = float(text)
-    return value if math.isfinite(value) else Unrepresentable(f"{text} is not a finite number")
-
-
-def _huge_toml_integer(path: str, text: str) -> ValidationFailed:
+def _huge_integer(path: str, text: str, parse: Callable[[str], Any]) -> ValidationFailed:
     """An integer past Python's conversion limit: its line, and its pointer when the file parses
     with that integer replaced by a marker string (it fails to when the digits were in a string,
     and then the line alone is given)."""
-    match = _TOML_HUGE_INTEGER.search(text)
+    match = _HUGE_INTEGER.search(text)
     if match is None:
         return _fail(path, "an integer of more than 4,300 digits is out of range")
     problem = _integer_problem(match.group(0))
     line = text.count("\n", 0, match.start()) + 1
     marker = "\x00reconciler-huge-integer\x00"
     try:
-        data = tomllib.loads(text[: match.start()] + json.dumps(marker) + text[match.end() :])
-    except (tomllib.TOMLDecodeError, ValueError):
+        data = parse(text[: match.start()] + json.dumps(marker) + text[match.end() :])
+    except ValueError:  # also JSONDecodeError and TOMLDecodeError
         return _fail(path, problem, line)
     pointer = next((p for p, value in _leaves(data) if value == marker), "")
     return _fail(path, problem, line, pointer)
@@ -244,13 +237,16 @@ def _checked_depth(path: str, value: Any) -> Any:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise _fail(path, f"nested deeper than {MAX_DEPTH} levels")
-        children = node.values() if isinstance(node, dict) else node
-        for child in children:
+        for child in node.values() if type(node) is dict else node:
             kind = type(child)
             if kind is dict or kind is list:
                 stack.append((child, depth + 1))
-            elif kind is int or kind is float or kind is Unrepresentable:
-                suspect = suspect or _number_problem(child) is not None
+            elif kind is int:
+                suspect = suspect or not INT_MIN <= child <= INT_MAX
+            elif kind is float:
+                suspect = suspect or not -_FLOAT_MAX <= child <= _FLOAT_MAX  # inf, NaN
+            elif kind is Unrepresentable:
+                suspect = True
     if suspect or _number_problem(value) is not None:
         _raise_number_problem(path, value)
     return value
@@ -328,7 +324,7 @@ class _YamlBuilder:
             # Python would refuse to convert past 4,300 digits; no field takes it anyway.
             raise self._number_fail(_integer_problem(str(node.value)), node, pointer)
         value = self.loader.construct_object(node, deep=True)
-        problem = _number_problem(value)
+        problem = _number_problem(value, str(node.value))
         if problem is not None:
             raise self._number_fail(problem, node, pointer)
         return value
