@@ -268,3 +268,36 @@ def test_a_literal_secret_in_defaults_is_reported_once_at_defaults_with_its_line
     ]
     assert "sk-literal-123" not in result.out + result.err
     assert not (ws.root / "plan.json").exists()
+
+
+# -- the position finders behind those messages (pure functions, on the error path only) -------
+
+
+def test_toml_duplicates_are_placed_by_the_headers_above_them() -> None:
+    from reconciler.core.positions import DuplicateKey, toml_duplicate
+
+    text = (
+        '[[sessions]]\nname = "a"\n[[sessions.announcements]]\nid = "x"\n'
+        '[[sessions]]\nname = "b"\n[[sessions.announcements]]\nid = "y"\n'
+        '[[sessions.announcements]]\nid = "z"\n"id" = "again"\n'
+        '[sessions.spec."Agent.Config"]\nUserId = "u"\n'
+    )
+    assert toml_duplicate(text, 11) == DuplicateKey("/sessions/1/announcements/1", "id", 11)
+    assert toml_duplicate(text + "UserId = 'v'\n", 14) == DuplicateKey(
+        "/sessions/1/spec/Agent.Config", "UserId", 14
+    )
+    assert toml_duplicate("[a]\nx = 1\n[a]\n", 3) == DuplicateKey("", "a", 3)
+    assert toml_duplicate("x = 1\n", 9) is None
+
+
+def test_json_duplicates_and_lines_follow_the_text() -> None:
+    from reconciler.core.positions import DuplicateKey, json_duplicate, json_line
+
+    text = '{"a": [1, {"b~/": {"k": 1,\n "k": 2}}],\n "c": "x"}'
+    assert json_duplicate(text) == DuplicateKey("/a/1/b~0~1", "k", 2)
+    valid = '{"a": [1, {"b": 2}],\n "c":\n  "x"}'
+    assert json_line(valid, "/c") == 3
+    assert json_line(valid, "/a/1/b") == 1
+    assert json_line(valid, "/missing") is None
+    assert json_duplicate('{"a": 1, "b": 2}') is None
+    assert json_duplicate('{"a": ') is None  # not JSON past the point: no position
