@@ -301,3 +301,20 @@ def test_json_duplicates_and_lines_follow_the_text() -> None:
     assert json_line(valid, "/missing") is None
     assert json_duplicate('{"a": 1, "b": 2}') is None
     assert json_duplicate('{"a": ') is None  # not JSON past the point: no position
+
+
+@pytest.mark.parametrize("document", ["5", '"text"', "[1, 2]", "1e400"])
+def test_a_document_that_is_not_an_object_is_still_one_clear_line(
+    ws: Workspace, document: str
+) -> None:
+    path = write(ws.manifests / "s.json", document)
+
+    result = ws.run("validate", str(ws.manifests))
+
+    assert result.code == 1, str(result)
+    expected = (
+        f"{path}:1: /: a number beyond ±1.8e308 (a 64-bit float) is not a finite number"
+        if document == "1e400"
+        else f'{path}: /: expected an object with a "sessions" list'
+    )
+    assert result.err.splitlines() == [expected, "1 problem found."]

@@ -231,7 +231,7 @@ class _NumberOutOfRange(Exception):
 def _checked_depth(path: str, value: Any) -> Any:
     """Refuse absurd nesting and numbers no field can hold; iterative so that the check itself
     cannot overflow."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, 1)] if type(value) in (dict, list) else []
     suspect = False
     while stack:
         node, depth = stack.pop()

@@ -45,33 +45,36 @@ def may_be_mistaken_reference(text: str) -> bool:
 def reference_problem(text: str, *, sensitive: bool = False) -> str | None:
     """Why a string that is not a reference is a mistaken attempt at one, or None when it is
     ordinary text (a prompt saying "costs $5" is). `sensitive`: the value may be a credential,
-    so the message must not quote it."""
+    so the message quotes nothing of it (the hints say NAME instead)."""
     if not may_be_mistaken_reference(text):
         return None
-    quoted = "invalid secret reference " + json.dumps(text, ensure_ascii=False)
+    head = "invalid secret reference"
+    if not sensitive:
+        head += " " + json.dumps(text, ensure_ascii=False)
+    whole = f"{head}: a secret reference must be the whole value"
     if is_reference(text.strip()):
-        return f"{quoted}: a secret reference must be the whole value (remove the spaces)"
+        return f"{whole} (remove the spaces)"
     if looks_like_reference(text):
         env = _ENV_ATTEMPT.fullmatch(text)
         if env is not None and "}" not in env.group(1):
-            name = json.dumps(env.group(1), ensure_ascii=False)
+            name = "NAME" if sensitive else json.dumps(env.group(1), ensure_ascii=False)
             return (
-                f"{quoted}: {name} is not an environment variable name (letters, digits and _, "
+                f"{head}: {name} is not an environment variable name (letters, digits and _, "
                 "not starting with a digit)"
             )
         bare = _BARE_NAME.fullmatch(text)
         if bare is not None:
-            return f"{quoted}: did you mean ${{env:{bare.group(1)}}}?"
+            return f"{head}: did you mean ${{env:{'NAME' if sensitive else bare.group(1)}}}?"
         if "${env:" in text or "${file:" in text:
-            return f"{quoted}: a secret reference must be the whole value ({EXPECTED})"
-        return f"{quoted} ({EXPECTED})"
+            return f"{whole} ({EXPECTED})"
+        return f"{head} ({EXPECTED})"
     if "${env:" in text or "${file:" in text:
-        return f"{quoted}: a secret reference must be the whole value ({EXPECTED})"
+        return f"{whole} ({EXPECTED})"
     shell = _SHELL_VARIABLE.fullmatch(text)
     if shell is not None:
         if sensitive:
-            return "invalid secret reference: a $NAME variable is not expanded (use ${env:NAME})"
-        return f"{quoted}: did you mean ${{env:{shell.group(1)}}}?"
+            return f"{head}: a $NAME variable is not expanded (use ${{env:NAME}})"
+        return f"{head}: did you mean ${{env:{shell.group(1)}}}?"
     return None
 
 
