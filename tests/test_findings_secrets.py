@@ -223,3 +223,17 @@ def test_ordinary_text_with_a_dollar_is_not_a_reference(ws: Workspace, text: str
 
     assert result.code == 0, str(result)
     assert result.err == ""
+
+
+def test_a_schema_error_in_a_credential_does_not_quote_its_value(ws: Workspace) -> None:
+    entry = session("a")
+    entry["spec"]["Config"]["LLMConfig"]["APIKey"] = 4815162342
+    path = ws.declare([entry])
+
+    result = ws.run("validate", str(ws.manifests))
+
+    assert result.code == 1, str(result)
+    assert result.err.splitlines() == [
+        f'{path}: /sessions/0{LLM}: the sensitive value is not of type "string"',
+        "1 problem found.",
+    ]

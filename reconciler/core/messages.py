@@ -32,9 +32,12 @@ def spelled(value: Any, limit: int = _LIMIT) -> str:
 
 def schema_message(error: ValidationError) -> str | None:
     """The message for a failed keyword, or None when nothing needs saying (a blank secret
-    that is also empty is reported once, by minLength)."""
+    that is also empty is reported once, by minLength). A credential's value is not quoted,
+    unless it is blank and so says nothing."""
     keyword, expected, value = error.validator, error.validator_value, error.instance
-    shown = spelled(value)
+    blank = isinstance(value, str) and not value.strip()
+    credential = error.schema.get("x-sensitive") is True
+    shown = "the sensitive value" if credential and not blank else spelled(value)
     if keyword == "type":
         names = expected if isinstance(expected, list) else [expected]
         return f"{shown} is not of type {' or '.join(json.dumps(n) for n in names)}"
@@ -68,6 +71,8 @@ def schema_message(error: ValidationError) -> str | None:
         return f"{shown} has repeated items"
     if keyword == "format":
         return f"{shown} is not a valid {expected}"
+    if credential and not blank:
+        return f"the sensitive value breaks the schema's {keyword} rule"
     return _generic(error.message, value, expected)
 
 
