@@ -137,8 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{count} problem{'s' if count != 1 else ''} found.", file=sys.stderr)
         return exit_codes.ERROR
     except ReconcilerError as error:
+        # One "error:" per problem; an indented line continues the problem above it.
         for line in str(error).splitlines() or [type(error).__name__]:
-            print(f"error: {line}", file=sys.stderr)
+            print(line if line[:1].isspace() else f"error: {line}", file=sys.stderr)
         return exit_codes.ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

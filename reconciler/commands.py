@@ -21,7 +21,7 @@ from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.empty import EmptyState
 from reconciler.state.open import open_state
-from reconciler.workspace import load_desired, path_forms, schema_set, secrets_for, utc_now
+from reconciler.workspace import load_desired, path_forms, resolve_secrets, schema_set, utc_now
 
 
 def validate(paths: list[str]) -> int:
@@ -45,31 +45,41 @@ def _plan_from_files(
     """Validate the files and diff them against the records. Secrets that cannot be resolved
     here (a pull-request job) are compared by name."""
     desired = load_desired(paths)
-    secrets = secrets_for(desired, strict=False)
+    secrets = resolve_secrets(desired)
     return make_plan(
         desired,
         store.list_records(),
         store.meta(),
         schema_set().sensitive,
-        secrets,
+        secrets.values,
         guards,
         created_at=utc_now(),
         selection=selection,
         given_paths=path_forms(paths),
+        empty_references=secrets.empty,
     )
 
 
-def _open_for_plan(args: argparse.Namespace, url: str) -> StateStore:
+def _open_for_plan(args: argparse.Namespace, settings: Settings) -> StateStore:
     """The state as it is; where there is none yet, an empty one (creating nothing), unless
     the plan is saved: a saved plan is bound to its state's lineage and key, so that state is
-    created first, and only once the files are known to be valid."""
+    created first, and only once the plan is known to be savable (valid files, no literal
+    secret: against an empty state every declared session is a create, so the trial plan
+    holds every literal the saved one would)."""
+    url = settings.state
     try:
         return open_state(url, create=False)
     except StateMissing as missing:
+        empty = EmptyState(missing.location)
         if not args.out:
             print(f"no state at {missing.location} yet: everything is new", file=sys.stderr)
-            return EmptyState(missing.location)
-    load_desired(args.paths)  # invalid files: fail before anything is created
+            return empty
+        trial = _plan_from_files(
+            args.paths, empty, guards_from(args, settings), selection_from(args)
+        )
+    problems = literal_secrets(trial, schema_set().sensitive)
+    if problems:
+        raise ValidationFailed(problems)
     store = open_state(url)
     print(
         f"created a new, empty state at {store.location} to bind the saved plan to",
@@ -80,7 +90,7 @@ def _open_for_plan(args: argparse.Namespace, url: str) -> StateStore:
 
 def plan(args: argparse.Namespace) -> int:
     settings = load_settings()
-    store = _open_for_plan(args, settings.state)
+    store = _open_for_plan(args, settings)
     try:
         result = _plan_from_files(
             args.paths, store, guards_from(args, settings), selection_from(args)

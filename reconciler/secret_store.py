@@ -4,40 +4,52 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.core.secrets import REFERENCE
-from reconciler.errors import SecretError
 
 
-def resolve(
-    references: Iterable[str], environ: Mapping[str, str] = os.environ, *, strict: bool
-) -> dict[str, str]:
-    """Values of the references that can be resolved here.
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What the references resolved to here, and why the others did not.
 
-    strict: every reference must resolve (apply: before any call is made); otherwise those that
-    cannot are left out (plan: a pull-request job may hold no secrets).
+    An empty or whitespace-only value counts as unresolved: CI systems give an empty string for
+    a secret that is not configured, and sending a blank key would restart live sessions with it.
     """
+
+    values: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # reference → why, for messages
+    empty: frozenset[str] = frozenset()
+
+
+def resolve(references: Iterable[str], environ: Mapping[str, str] = os.environ) -> Resolved:
     values: dict[str, str] = {}
-    missing: list[str] = []
+    failures: dict[str, str] = {}
+    empty: set[str] = set()
     for reference in sorted(set(references)):
         match = REFERENCE.fullmatch(reference)
         if match is None:
-            missing.append(f"{reference} (not a reference)")
+            failures[reference] = "not a secret reference"
             continue
         kind, target = match.groups()
         if kind == "env":
             value = environ.get(target)
             if value is None:
-                missing.append(f"{reference} (environment variable {target} is not set)")
+                failures[reference] = f"environment variable {target} is not set"
                 continue
+            source = f"environment variable {target}"
         else:
             try:
                 value = Path(target).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                missing.append(f"{reference} (cannot read {target}: {exc.strerror or exc})")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                failures[reference] = f"cannot read file {target}: {reason}"
                 continue
+            source = f"file {target}"
+        if not value.strip():
+            failures[reference] = f"{source} is {'empty' if not value else 'only whitespace'}"
+            empty.add(reference)
+            continue
         values[reference] = value
-    if strict and missing:
-        raise SecretError("cannot resolve secret references: " + "; ".join(missing))
-    return values
+    return Resolved(values, failures, frozenset(empty))

@@ -9,10 +9,11 @@ from functools import cache
 
 from reconciler.core.model import DesiredSession
 from reconciler.core.schema_set import SchemaSet, build_schema_set
+from reconciler.core.secret_uses import describe_location, reference_uses
 from reconciler.core.validate import validate_documents
-from reconciler.errors import ValidationFailed
+from reconciler.errors import SecretError, ValidationFailed
 from reconciler.schema_files import MANIFEST_SCHEMA, PROVIDER_SCHEMAS, load_schema
-from reconciler.secret_store import resolve
+from reconciler.secret_store import Resolved, resolve
 from reconciler.sources import read_documents
 
 
@@ -34,8 +35,31 @@ def load_desired(paths: Sequence[str]) -> tuple[DesiredSession, ...]:
 def secrets_for(
     sessions: Sequence[DesiredSession], *, strict: bool, environ: Mapping[str, str] = os.environ
 ) -> dict[str, str]:
-    references = {ref for session in sessions for ref in session.secret_references}
-    return resolve(references, environ, strict=strict)
+    """The resolved secret values. strict (apply, before any call): every reference must resolve
+    to a non-blank value, else SecretError names each one and every field that uses it;
+    otherwise (plan) those that do not resolve are left out and compared by name."""
+    resolved = resolve_secrets(sessions, environ)
+    if strict and resolved.failures:
+        raise SecretError(unresolved_message(sessions, resolved))
+    return resolved.values
+
+
+def resolve_secrets(
+    sessions: Sequence[DesiredSession], environ: Mapping[str, str] = os.environ
+) -> Resolved:
+    return resolve({ref for session in sessions for ref in session.secret_references}, environ)
+
+
+def unresolved_message(sessions: Sequence[DesiredSession], resolved: Resolved) -> str:
+    """One line per field that uses an unresolved reference: `file:line: /pointer: ref: why`."""
+    lines = ["cannot resolve secret references, so nothing was done:"]
+    uses = reference_uses(sessions, resolved.failures.keys())
+    for reference, why in sorted(resolved.failures.items()):
+        places = uses.get(reference) or []
+        lines.extend(f"  {describe_location(p)}: {reference}: {why}" for p in places)
+        if not places:
+            lines.append(f"  {reference}: {why}")
+    return "\n".join(lines)
 
 
 def utc_now() -> str:

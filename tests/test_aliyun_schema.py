@@ -700,7 +700,7 @@ def test_the_deprecated_nested_runtime_config_is_unknown() -> None:
 def test_user_data_must_be_an_object() -> None:
     spec = with_value("/UserData", '{"tenant": "acme"}')
     assert not verdict(spec)
-    assert explain(spec) == [("/UserData", "'{\"tenant\": \"acme\"}' is not of type 'object'")]
+    assert explain(spec) == [("/UserData", '"{\\"tenant\\": \\"acme\\"}" is not of type "object"')]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -739,7 +739,7 @@ def test_a_secret_reference_passes_content_checks(pointer: str) -> None:
 def test_a_reference_is_still_held_to_its_type() -> None:
     spec = with_value("/AgentConfig/Volume", "${env:VOLUME}")
     assert not verdict(spec)
-    assert explain(spec) == [("/AgentConfig/Volume", "'${env:VOLUME}' is not of type 'integer'")]
+    assert explain(spec) == [("/AgentConfig/Volume", '"${env:VOLUME}" is not of type "integer"')]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,16 +7,21 @@ traceback. YAML keeps the line of every node so later errors can point at a line
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
+import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
 import yaml
 
+from reconciler.core.positions import json_duplicate, json_line, toml_duplicate
+from reconciler.core.secrets import lookup
 from reconciler.errors import Problem, ValidationFailed
 
 MAX_DEPTH = 64
@@ -49,9 +54,11 @@ def parse_document(path: str, data: bytes) -> Document:
     lower = path.lower()
     try:
         if lower.endswith(".json"):
-            return Document(path, _checked_depth(path, _parse_json(path, text)))
+            return Document(path, _checked(path, _parse_json(path, text), text, json_line))
         if lower.endswith(".toml"):
-            return Document(path, _checked_depth(path, _plain(_parse_toml(path, text))))
+            toml = _plain(_parse_toml(path, text))
+            line_of = functools.partial(_toml_number_line, data=toml)
+            return Document(path, _checked(path, toml, text, line_of))
         if lower.endswith((".yaml", ".yml")):
             value, lines = _parse_yaml(path, text)
             return Document(path, value, lines)
@@ -60,8 +67,8 @@ def parse_document(path: str, data: bytes) -> Document:
     raise _fail(path, "unsupported file type (expected .json, .toml, .yaml or .yml)")
 
 
-def _fail(path: str, message: str, line: int | None = None) -> ValidationFailed:
-    return ValidationFailed([Problem(path, "", message, line)])
+def _fail(path: str, message: str, line: int | None = None, pointer: str = "") -> ValidationFailed:
+    return ValidationFailed([Problem(path, pointer, message, line)])
 
 
 class _DuplicateKey(Exception):
@@ -82,14 +89,72 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _parse_json(path: str, text: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_json_constant)
     except _DuplicateKey as dup:
-        raise _fail(path, f'duplicate key "{dup.key}"') from None
+        found = json_duplicate(text)
+        if found is None:
+            raise _fail(path, f'duplicate key "{dup.key}"') from None
+        raise _fail(path, f'duplicate key "{found.key}"', found.line, found.pointer) from None
     except json.JSONDecodeError as exc:
         raise _fail(path, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    except ValueError:  # an integer past Python's 4,300-digit conversion limit
+        raise _huge_integer(path, text, _marked_json) from None
+
+
+def _marked_json(text: str) -> Any:
+    return json.loads(text, parse_constant=_json_constant)
+
+
+# Integers are 64-bit and numbers finite: nothing else is a value any cloud field takes (a
+# 401-digit IdleTimeout would be sent as is), and past 4,300 digits Python refuses to convert an
+# integer at all. The parse keeps the numbers (JSON's NaN and Infinity as `Unrepresentable`);
+# the depth walk then reports the first bad one at its pointer.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+_MAX_INT_TEXT = 20  # digits and sign of INT_MIN
+_FLOAT_MAX = sys.float_info.max
+
+
+@dataclass(frozen=True, slots=True)
+class Unrepresentable:
+    """A number the manifest holds that no field can take (kept only to be reported)."""
+
+    problem: str
+
+
+def _json_constant(text: str) -> Unrepresentable:
+    return Unrepresentable(f"{text} is not a number JSON allows")
+
+
+def _integer_problem(text: str) -> str:
+    digits = sum(character.isdigit() for character in text)
+    shown = text if digits <= _MAX_INT_TEXT else f"a {digits:,}-digit integer"
+    return f"{shown} is out of range: integers must be 64-bit ({INT_MIN} to {INT_MAX})"
+
+
+def _number_problem(value: Any, written: str | None = None) -> str | None:
+    """Why a parsed leaf is not a number a field can hold, or None for any other value.
+    `written`: the number as the file spells it, where the parser keeps it (YAML)."""
+    kind = type(value)
+    if kind is int:
+        return None if INT_MIN <= value <= INT_MAX else _integer_problem(str(value))
+    if kind is float:
+        if math.isfinite(value):
+            return None
+        if written is not None:
+            return f"{written} is not a finite number"
+        # JSON and TOML parse 1e400 to infinity: the text is gone, say what it became.
+        return "a number beyond ±1.8e308 (a 64-bit float) is not a finite number"
+    if kind is Unrepresentable:
+        return str(value.problem)
+    return None
 
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+_TOML_DUPLICATE = ("Cannot overwrite a value", "Cannot declare")
+# An integer too long for Python to convert (digits, and TOML's `_` separators).
+_HUGE_INTEGER = re.compile(r"(?<![\w.])[+-]?[0-9][0-9_]{4300,}(?![\w.])")
 
 
 def _parse_toml(path: str, text: str) -> Any:
@@ -99,8 +164,32 @@ def _parse_toml(path: str, text: str) -> Any:
         message = str(exc)
         match = _TOML_POSITION.search(message)
         line = int(match.group(1)) if match else None
+        if line is not None and message.startswith(_TOML_DUPLICATE):
+            found = toml_duplicate(text, line)
+            if found is not None:
+                raise _fail(path, f'duplicate key "{found.key}"', line, found.pointer) from None
         message = _TOML_POSITION.sub(f"(column {match.group(2)})", message) if match else message
         raise _fail(path, f"invalid TOML: {message}", line) from None
+    except ValueError:
+        raise _huge_integer(path, text, tomllib.loads) from None
+
+
+def _huge_integer(path: str, text: str, parse: Callable[[str], Any]) -> ValidationFailed:
+    """An integer past Python's conversion limit: its line, and its pointer when the file parses
+    with that integer replaced by a marker string (it fails to when the digits were in a string,
+    and then the line alone is given)."""
+    match = _HUGE_INTEGER.search(text)
+    if match is None:
+        return _fail(path, "an integer of more than 4,300 digits is out of range")
+    problem = _integer_problem(match.group(0))
+    line = text.count("\n", 0, match.start()) + 1
+    marker = "\x00reconciler-huge-integer\x00"
+    try:
+        data = parse(text[: match.start()] + json.dumps(marker) + text[match.end() :])
+    except ValueError:  # also JSONDecodeError and TOMLDecodeError
+        return _fail(path, problem, line)
+    pointer = next((p for p, value in _leaves(data) if value == marker), "")
+    return _fail(path, problem, line, pointer)
 
 
 def _plain(value: Any) -> Any:
@@ -114,25 +203,77 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _checked(path: str, value: Any, text: str, line_of: Callable[[str, str], int | None]) -> Any:
+    """The parsed value, or a ValidationFailed at the first number no field can hold (with its
+    line, found in the text only then)."""
+    try:
+        return _checked_depth(path, value)
+    except _NumberOutOfRange as bad:
+        raise _fail(path, bad.problem, line_of(text, bad.pointer), bad.pointer) from None
+
+
+def _toml_number_line(text: str, pointer: str, data: Any) -> int | None:
+    """TOML keeps no positions: the number's line is where its digits are written, when they
+    appear once in the file."""
+    value = lookup(data, pointer)
+    if type(value) is not int:
+        return None
+    found = list(re.finditer(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", text))
+    return text.count("\n", 0, found[0].start()) + 1 if len(found) == 1 else None
+
+
+class _NumberOutOfRange(Exception):
+    def __init__(self, pointer: str, problem: str) -> None:
+        self.pointer = pointer
+        self.problem = problem
+
+
 def _checked_depth(path: str, value: Any) -> Any:
-    """Refuse absurd nesting; iterative so that the check itself cannot overflow."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    """Refuse absurd nesting and numbers no field can hold; iterative so that the check itself
+    cannot overflow."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if type(value) in (dict, list) else []
+    suspect = False
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise _fail(path, f"nested deeper than {MAX_DEPTH} levels")
-        if isinstance(node, dict):
-            stack.extend(
-                (child, depth + 1) for child in node.values() if isinstance(child, dict | list)
-            )
-        elif isinstance(node, list):
-            stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
+        for child in node.values() if type(node) is dict else node:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind is int:
+                suspect = suspect or not INT_MIN <= child <= INT_MAX
+            elif kind is float:
+                suspect = suspect or not -_FLOAT_MAX <= child <= _FLOAT_MAX  # inf, NaN
+            elif kind is Unrepresentable:
+                suspect = True
+    if suspect or _number_problem(value) is not None:
+        _raise_number_problem(path, value)
     return value
+
+
+def _raise_number_problem(path: str, value: Any) -> None:
+    for pointer, leaf in _leaves(value):
+        problem = _number_problem(leaf)
+        if problem is not None:
+            raise _NumberOutOfRange(pointer, problem)
+
+
+def _leaves(value: Any, pointer: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{pointer}/{_escape(key)}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{pointer}/{index}")
+    else:
+        yield pointer, value
 
 
 _YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
 
 
 def _parse_yaml(path: str, text: str) -> tuple[Any, dict[str, int]]:
@@ -179,7 +320,17 @@ class _YamlBuilder:
             ]
         if node.tag == _TIMESTAMP_TAG:
             return str(node.value)  # keep dates as written: manifests are JSON data
-        return self.loader.construct_object(node, deep=True)
+        if node.tag == _INT_TAG and len(str(node.value)) > _MAX_INT_TEXT + 8:
+            # Python would refuse to convert past 4,300 digits; no field takes it anyway.
+            raise self._number_fail(_integer_problem(str(node.value)), node, pointer)
+        value = self.loader.construct_object(node, deep=True)
+        problem = _number_problem(value, str(node.value))
+        if problem is not None:
+            raise self._number_fail(problem, node, pointer)
+        return value
+
+    def _number_fail(self, problem: str, node: yaml.Node, pointer: str) -> ValidationFailed:
+        return _fail(self.path, problem, _line(node), pointer)
 
     def _mapping(self, node: yaml.MappingNode, pointer: str, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -198,7 +349,7 @@ class _YamlBuilder:
             if not isinstance(key, str):
                 key = str(key)
             if key in result:
-                raise _fail(self.path, f'duplicate key "{key}"', _line(key_node))
+                raise _fail(self.path, f'duplicate key "{key}"', _line(key_node), pointer)
             child = f"{pointer}/{_escape(key)}"
             result[key] = self.build(value_node, child, depth + 1)
         for key, value in merged.items():

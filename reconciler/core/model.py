@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from reconciler.core.secrets import ReferenceScanner
+from reconciler.core.secrets import ReferenceScanner, exists, nearest_line
 
 JsonObject = Mapping[str, Any]
 
@@ -46,6 +46,10 @@ class DesiredSession:
     # The secret references in `spec`: found by the validator (which scans shared subtrees
     # once), or here when not given.
     references: frozenset[str] | None = None
+    # Where each field was written, for messages only (not part of the session's value): the
+    # session's own entry, without the file's `defaults`, and the file's line of each pointer.
+    declared: JsonObject | None = field(default=None, compare=False, repr=False)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.references is None:
@@ -54,6 +58,14 @@ class DesiredSession:
     @property
     def secret_references(self) -> frozenset[str]:
         return self.references or frozenset()
+
+    def location_of(self, spec_pointer: str) -> Location:
+        """Where a field of the spec was written: in the session's entry, or in the file's
+        `defaults` when the session inherited it from there."""
+        relative = "/spec" + spec_pointer
+        inherited = self.declared is not None and not exists(self.declared, relative)
+        pointer = ("/defaults" if inherited else self.source.pointer) + relative
+        return Location(self.source.file, pointer, nearest_line(self.lines, pointer))
 
 
 class Status(StrEnum):

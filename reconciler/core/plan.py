@@ -81,6 +81,9 @@ class Action:
     field_changes: tuple[FieldChange, ...] = ()
     previous_identity: str | None = None
     announcements: tuple[Announcement, ...] = ()
+    # New announcements a replace does not play: the restart starts a new conversation, so
+    # apply records them as delivered, as for a create.
+    not_played: tuple[Announcement, ...] = ()
     desired: DesiredSession | None = None
     recorded: SessionRecord | None = None
 
@@ -157,6 +160,7 @@ def make_plan(
     created_at: str = "",
     selection: Selection = EVERY_SESSION,
     given_paths: Sequence[str] = (),
+    empty_references: Set[str] = frozenset(),
 ) -> Plan:
     """The plan for the sessions in `selection` (all by default). `given_paths` are the
     paths the desired set was read from (each as given and as absolute), for the note about
@@ -200,7 +204,8 @@ def make_plan(
         violations=tuple(_violations(actions, desired, guards, selection)),
         created_at=created_at,
         max_stops=guards.max_stops,
-        notes=_unresolved_note(sorted(unresolved)) + _outside_paths_note(actions, given_paths),
+        notes=_unresolved_note(sorted(unresolved), sorted(empty_references & unresolved))
+        + _outside_paths_note(actions, given_paths),
         outside_selection=outside,
     )
 
@@ -282,12 +287,15 @@ def _compare(
         desired=session,
         recorded=record,
     )
+    delivered = set(record.announcements_delivered)
+    pending = tuple(a for a in session.announcements if a.id not in delivered)
     if record.provider != session.provider or record.identity != session.identity:
         return replace(
             noop,
             kind=ActionKind.REPLACE,
             reason=f"task identity changed (was {record.provider} {record.identity})",
             previous_identity=record.identity,
+            not_played=pending,
         )
     redacted = redactor.redact(session.spec)
     text = canonical_json(redacted)
@@ -323,9 +331,8 @@ def _compare(
             changed_paths=paths,
             sensitive_paths=secret_paths,
             field_changes=field_changes,
+            not_played=pending if kind is ActionKind.REPLACE else (),
         )
-    delivered = set(record.announcements_delivered)
-    pending = tuple(a for a in session.announcements if a.id not in delivered)
     record_fields = _record_field_changes(session, record)
     if pending or record_fields:
         reasons = []
@@ -410,11 +417,21 @@ def _violations(
     return violations
 
 
-def _unresolved_note(references: Sequence[str]) -> tuple[str, ...]:
+def _unresolved_note(references: Sequence[str], empty: Sequence[str]) -> tuple[str, ...]:
     if not references:
         return ()
-    shown = ", ".join(references[:5]) + (", ..." if len(references) > 5 else "")
-    return (
-        f"{len(references)} secret reference(s) could not be resolved here ({shown}): they are "
-        "compared by name, so a rotated value does not show in this plan",
-    )
+    notes = [
+        f"{len(references)} secret reference(s) could not be resolved here ({_shown(references)}): "
+        "they are compared by name, so a rotated value does not show in this plan"
+    ]
+    if empty:
+        # CI gives an empty string for a secret that is not configured: say so in the review.
+        notes.append(
+            f"{len(empty)} of them resolved to an empty value ({_shown(empty)}): apply refuses "
+            "an empty secret, so set it before applying"
+        )
+    return tuple(notes)
+
+
+def _shown(references: Sequence[str]) -> str:
+    return ", ".join(references[:5]) + (", ..." if len(references) > 5 else "")

@@ -100,7 +100,14 @@ def _action_lines(action: Action) -> list[str]:
             f"      > announce {announcement.id} (interrupt_mode {announcement.interrupt_mode}): "
             f"{_clip(json.dumps(announcement.message, ensure_ascii=False))}"
         )
+    if action.not_played:
+        lines.append(f"      {not_played_line(action)}")
     return lines
+
+
+def not_played_line(action: Action) -> str:
+    ids = ", ".join(a.id for a in action.not_played)
+    return f"> not played: {ids} (the restart starts a new conversation)"
 
 
 def describe_change(change: FieldChange) -> str:
@@ -202,6 +209,10 @@ def _action_document(action: Action, sensitive: Mapping[str, SensitivePaths]) ->
     document["announcements"] = [
         {"id": a.id, "message": a.message, "interrupt_mode": a.interrupt_mode}
         for a in action.announcements
+    ]
+    document["not_played"] = [
+        {"id": a.id, "message": a.message, "interrupt_mode": a.interrupt_mode}
+        for a in action.not_played
     ]
     document["desired"] = (
         desired_document(action.desired, sensitive.get(action.provider, frozenset()))

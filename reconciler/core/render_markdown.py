@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from reconciler.core.plan import Action, Plan
-from reconciler.core.render import SYMBOLS, describe_change, summary_line
+from reconciler.core.render import SYMBOLS, describe_change, not_played_line, summary_line
 
 GITHUB_COMMENT_LIMIT = 65_535
 _ROOM_FOR_NOTE = 400  # kept free for the truncation note
@@ -102,6 +102,7 @@ def _details(action: Action) -> str:
         f"  > announce {a.id} (interrupt_mode {a.interrupt_mode}): {a.message}"
         for a in action.announcements
     ]
+    body += [f"  {not_played_line(action)}"] if action.not_played else []
     content = "\n".join(body)
     fence = "`" * max(3, _longest_backtick_run(content) + 1)
     return (

@@ -28,23 +28,25 @@ def is_saved_plan(document: Any) -> bool:
 
 def literal_secrets(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> list[Problem]:
     """Sensitive fields holding a literal value: such a plan cannot be saved, since the file
-    must not hold the secret and `apply FILE` would have nothing to send."""
-    problems: list[Problem] = []
+    must not hold the secret and `apply FILE` would have nothing to send. Each is reported
+    where it was written: a literal in a file's `defaults` once, at `/defaults/...`."""
+    problems: set[Problem] = set()
     for action in plan.actions:
         session = action.desired
         if session is None or action.kind is ActionKind.NOOP:
             continue
         paths = sensitive.get(session.provider, frozenset())
         for pointer in _literal_sensitive_pointers(session.spec, paths):
-            problems.append(
+            place = session.location_of(pointer)
+            problems.add(
                 Problem(
-                    session.source.file,
-                    f"{session.source.pointer}/spec{pointer}",
+                    place.file,
+                    place.pointer,
                     "a saved plan cannot hold a literal secret: use ${env:NAME} or ${file:PATH}",
-                    session.source.line,
+                    place.line,
                 )
             )
-    return problems
+    return sorted(problems, key=lambda p: (p.file, p.line or 0, p.pointer))
 
 
 def _literal_sensitive_pointers(spec: Any, paths: SensitivePaths) -> list[str]:

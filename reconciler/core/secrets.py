@@ -6,14 +6,20 @@ so it may appear in plans and state; the value it resolves to never does.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-REFERENCE = re.compile(r"\$\{(env|file):([^}\n]+)\}")
+# `${env:NAME}` takes a POSIX environment variable name; `${file:PATH}` any path without `}`.
+REFERENCE = re.compile(r"\$\{(env(?=:[A-Za-z_][A-Za-z0-9_]*\})|file):([^}\n]+)\}")
 # Anything shaped like an attempt at a reference, so a typo (`${vault:x}`, `${env:}`) is an error
 # rather than a literal string silently sent to the cloud.
 LOOKS_LIKE_REFERENCE = re.compile(r"\$\{.*\}\s*", re.DOTALL)
+_ENV_ATTEMPT = re.compile(r"\$\{env:(.*)\}", re.DOTALL)
+_BARE_NAME = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SHELL_VARIABLE = re.compile(r"\$(?:env:)?([A-Za-z_][A-Za-z0-9_]*)")
+EXPECTED = "expected ${env:NAME} or ${file:PATH}"
 
 
 def is_reference(value: object) -> bool:
@@ -28,6 +34,48 @@ def looks_like_reference(value: object) -> bool:
         and value.startswith("${")
         and bool(LOOKS_LIKE_REFERENCE.fullmatch(value))
     )
+
+
+def may_be_mistaken_reference(text: str) -> bool:
+    """The cheap test that lets ordinary text through without a regex: only a string holding a
+    `$` can be a reference or a mistaken one."""
+    return "$" in text and not is_reference(text)
+
+
+def reference_problem(text: str, *, sensitive: bool = False) -> str | None:
+    """Why a string that is not a reference is a mistaken attempt at one, or None when it is
+    ordinary text (a prompt saying "costs $5" is). `sensitive`: the value may be a credential,
+    so the message quotes nothing of it (the hints say NAME instead)."""
+    if not may_be_mistaken_reference(text):
+        return None
+    head = "invalid secret reference"
+    if not sensitive:
+        head += " " + json.dumps(text, ensure_ascii=False)
+    whole = f"{head}: a secret reference must be the whole value"
+    if is_reference(text.strip()):
+        return f"{whole} (remove the spaces)"
+    if looks_like_reference(text):
+        env = _ENV_ATTEMPT.fullmatch(text)
+        if env is not None and "}" not in env.group(1):
+            name = "NAME" if sensitive else json.dumps(env.group(1), ensure_ascii=False)
+            return (
+                f"{head}: {name} is not an environment variable name (letters, digits and _, "
+                "not starting with a digit)"
+            )
+        bare = _BARE_NAME.fullmatch(text)
+        if bare is not None:
+            return f"{head}: did you mean ${{env:{'NAME' if sensitive else bare.group(1)}}}?"
+        if "${env:" in text or "${file:" in text:
+            return f"{whole} ({EXPECTED})"
+        return f"{head} ({EXPECTED})"
+    if "${env:" in text or "${file:" in text:
+        return f"{whole} ({EXPECTED})"
+    shell = _SHELL_VARIABLE.fullmatch(text)
+    if shell is not None:
+        if sensitive:
+            return f"{head}: a $NAME variable is not expanded (use ${{env:NAME}})"
+        return f"{head}: did you mean ${{env:{shell.group(1)}}}?"
+    return None
 
 
 def iter_strings(value: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
@@ -70,6 +118,17 @@ def exists(document: Any, pointer: str) -> bool:
     return lookup(document, pointer, _ABSENT) is not _ABSENT
 
 
+def nearest_line(lines: Mapping[str, int], pointer: str) -> int | None:
+    """The line of the pointer, or of its nearest ancestor that has one (None: no lines kept)."""
+    if not lines:
+        return None
+    while pointer:
+        if pointer in lines:
+            return lines[pointer]
+        pointer = pointer.rsplit("/", 1)[0]
+    return lines.get("/")
+
+
 def split_pointer(pointer: str) -> list[str]:
     if pointer in ("", "/"):
         return []
@@ -93,7 +152,7 @@ _NOTHING: frozenset[str] = frozenset()
 class ReferenceScanner:
     """Finds the references in many specs, scanning a subtree shared by several of them (what
     file `defaults` leave unchanged) only once. `scan` answers the references found and whether
-    some string looks like a reference but is not one (a typo to report)."""
+    some string is a mistaken attempt at a reference (a typo to report)."""
 
     def __init__(self) -> None:
         self._memo: dict[int, tuple[frozenset[str], bool]] = {}
@@ -101,11 +160,11 @@ class ReferenceScanner:
 
     def scan(self, node: Any) -> tuple[frozenset[str], bool]:
         if isinstance(node, str):
-            if not node.startswith("${"):
+            if "$" not in node:
                 return _NOTHING, False
             if is_reference(node):
                 return frozenset((node,)), False
-            return _NOTHING, looks_like_reference(node)
+            return _NOTHING, reference_problem(node) is not None
         if not isinstance(node, dict | list):
             return _NOTHING, False
         cached = self._memo.get(id(node))
@@ -114,7 +173,7 @@ class ReferenceScanner:
         found: set[str] = set()
         malformed = False
         for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, str) and not child.startswith("${"):
+            if isinstance(child, str) and "$" not in child:
                 continue
             references, bad = self.scan(child)
             found.update(references)

@@ -19,7 +19,9 @@ from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError
 
 from reconciler.core.load import Document
+from reconciler.core.messages import schema_message
 from reconciler.core.model import Announcement, DesiredSession, Location
+from reconciler.core.normalize import SensitivePaths
 from reconciler.core.providers import RULES
 from reconciler.core.schema_set import SchemaSet
 from reconciler.core.secrets import (
@@ -28,7 +30,8 @@ from reconciler.core.secrets import (
     exists,
     is_reference,
     iter_strings,
-    looks_like_reference,
+    nearest_line,
+    reference_problem,
     split_pointer,
 )
 from reconciler.errors import Problem
@@ -142,7 +145,8 @@ def _validate_session(
         ):
             problems.append(_relocated(document, problem, place))
     references, malformed = scanner.scan(spec)
-    for relative, message in _spec_rules(provider, spec, malformed):
+    sensitive = schemas.sensitive.get(provider, frozenset())
+    for relative, message in _spec_rules(provider, spec, malformed, sensitive):
         problems.append(_problem(document, place("/spec" + relative), message))
     announcements, announcement_problems = _announcements(effective.get("announcements", []))
     for relative, message in announcement_problems:
@@ -164,21 +168,21 @@ def _validate_session(
             passthrough=passthrough,
             source=Location(document.path, base, _line(document, base)),
             references=references,
+            declared=raw,
+            lines=document.lines,
         ),
         [],
     )
 
 
 def _spec_rules(
-    provider: str, spec: Mapping[str, Any], malformed: bool
+    provider: str, spec: Mapping[str, Any], malformed: bool, sensitive: SensitivePaths
 ) -> Iterable[tuple[str, str]]:
     """Rules JSON Schema cannot express, as (pointer within spec, message)."""
     for pointer, text in iter_strings(spec) if malformed else ():
-        if looks_like_reference(text) and not is_reference(text):
-            yield (
-                pointer,
-                (f"invalid secret reference {text!r} (expected ${{env:NAME}} or ${{file:PATH}})"),
-            )
+        problem = reference_problem(text, sensitive=_is_sensitive(pointer, sensitive))
+        if problem is not None:
+            yield pointer, problem
     for field in RULES[provider].identity_fields:
         if is_reference(spec.get(field)):
             yield f"/{field}", f"{field} cannot be a secret reference: it identifies the task"
@@ -191,6 +195,11 @@ def _spec_rules(
                 "/AgentConfig/UserId",
                 (f'the agent UserId "{user}" must differ from the target user it talks to'),
             )
+
+
+def _is_sensitive(pointer: str, sensitive: SensitivePaths) -> bool:
+    """Whether a spec pointer names a credential (list indexes are `*` in the sensitive paths)."""
+    return tuple("*" if t.isdigit() else t for t in split_pointer(pointer)) in sensitive
 
 
 def _announcements(raw: Any) -> tuple[tuple[Announcement, ...], list[tuple[str, str]]]:
@@ -272,7 +281,8 @@ def _explain(error: ValidationError) -> list[tuple[str, str]]:
         ]
     if error.validator in _CONTENT_KEYWORDS and is_reference(instance):
         return []  # checked when the reference is resolved, at apply time
-    return [(pointer, _short(error.message, instance))]
+    message = schema_message(error)
+    return [] if message is None else [(pointer, message)]
 
 
 def _unknown_field(key: str, known: Sequence[str]) -> str:
@@ -282,16 +292,6 @@ def _unknown_field(key: str, known: Sequence[str]) -> str:
         close = [lowered[key.lower()]] if key.lower() in lowered else []
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     return f'unknown field "{key}"{hint}'
-
-
-def _short(message: str, instance: Any, limit: int = 200) -> str:
-    """jsonschema quotes the whole offending value; clip the value, keep what is said of it."""
-    if len(message) <= limit:
-        return message
-    quoted = repr(instance)
-    if quoted in message and len(quoted) > 60:
-        message = message.replace(quoted, quoted[:50] + "…" + quoted[-1], 1)
-    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 def _without(spec: dict[str, Any], pointers: Sequence[str]) -> dict[str, Any]:
@@ -320,10 +320,4 @@ def _problem(document: Document, pointer: str, message: str) -> Problem:
 
 def _line(document: Document, pointer: str) -> int | None:
     """The line of the pointer, or of its nearest ancestor that exists (YAML only)."""
-    if not document.lines:
-        return None
-    while pointer:
-        if pointer in document.lines:
-            return document.lines[pointer]
-        pointer = pointer.rsplit("/", 1)[0]
-    return document.lines.get("/")
+    return nearest_line(document.lines, pointer)
