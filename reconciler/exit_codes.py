@@ -4,3 +4,5 @@ OK = 0  # success; `plan --detailed-exitcode`: no changes; `apply`: converged
 ERROR = 1  # bad input, lock held, stale plan, guard tripped; `apply`: nothing done
 CHANGES = 2  # `plan --detailed-exitcode` only: the plan has changes
 PARTIAL = 3  # `apply` only: some sessions applied, some failed
+USAGE = 2  # argparse's usage error: unknown option, bad option value (nothing read or called)
+INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report 128 + 2

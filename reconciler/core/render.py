@@ -13,7 +13,7 @@ from typing import Any
 from reconciler.core.model import DesiredSession, SessionRecord
 from reconciler.core.normalize import SensitivePaths, is_marker
 from reconciler.core.plan import Action, ActionKind, FieldChange, Plan
-from reconciler.core.secrets import is_reference
+from reconciler.core.secrets import escape_token, is_reference
 
 PLAN_FORMAT_VERSION = 1
 PLAN_KIND = "reconciler-plan"
@@ -45,7 +45,7 @@ def summary_line(plan: Plan) -> str:
     return "Plan: " + ", ".join(parts) + "."
 
 
-def render_text(plan: Plan) -> str:
+def render_text(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> str:
     lines: list[str] = []
     changes = plan.changes
     if changes:
@@ -53,6 +53,7 @@ def render_text(plan: Plan) -> str:
         lines.append("")
         for action in changes:
             lines.extend(_action_lines(action))
+            lines.extend(f"      {line}" for line in spec_lines(action, sensitive))
             lines.append("")
     for note in plan.notes:
         lines.append(f"Note: {note}")
@@ -77,6 +78,33 @@ def _action_lines(action: Action) -> list[str]:
             f"      > announce {announcement.id} (interrupt_mode {announcement.interrupt_mode}): "
             f"{_clip(json.dumps(announcement.message, ensure_ascii=False))}"
         )
+    return lines
+
+
+def spec_lines(action: Action, sensitive: Mapping[str, SensitivePaths]) -> list[str]:
+    """What a create will send, one `+ /Path: value` line per leaf: sensitive literals as
+    "(sensitive)", references as written (they name where a secret lives, not what it is).
+    Only creates: a replace already lists what changes, and the rest is what is running."""
+    if action.kind is not ActionKind.CREATE or action.desired is None:
+        return []
+    paths = sensitive.get(action.provider, frozenset())
+    lines: list[str] = []
+
+    def walk(node: Any, path: tuple[str, ...], pointer: str, secret: bool) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                child = (*path, key)
+                walk(value, child, f"{pointer}/{escape_token(key)}", secret or child in paths)
+        elif isinstance(node, list) and node:
+            child = (*path, "*")
+            for index, value in enumerate(node):
+                walk(value, child, f"{pointer}/{index}", secret or child in paths)
+        elif secret and node is not None and not is_reference(node):
+            lines.append(f"+ {pointer}: {MASK}")
+        else:
+            lines.append(f"+ {pointer}: {_compact(node)}")
+
+    walk(action.desired.spec, (), "", False)
     return lines
 
 
