@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import select
+import signal
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -203,9 +205,25 @@ def _confirm(args: argparse.Namespace) -> None:
         raise PlanRefused(
             "apply needs --auto-approve when it is not run from a terminal; nothing was changed"
         )
-    answer = input("\nApply these changes? Only 'yes' is accepted: ")
+    answer = _ask("\nApply these changes? Only 'yes' is accepted: ")
     if answer.strip() != "yes":
         raise PlanRefused("apply cancelled; nothing was changed")
+
+
+def _ask(question: str) -> str:
+    """input(), with Ctrl-C noticed at once. asyncio.run's own SIGINT handler only cancels the
+    main task, which a blocking read never notices, so the default handler (KeyboardInterrupt)
+    is put back while asking; and the wait is a select() with a timeout, so a signal landing
+    just before the read is not left pending until Enter. "" on end of input (Ctrl-D)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sys.stdout.write(question)
+        sys.stdout.flush()
+        while not select.select([sys.stdin], [], [], 0.2)[0]:
+            pass
+        return sys.stdin.readline()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _finish(

@@ -115,14 +115,17 @@ def _write_atomically(path: Path, text: str) -> None:
     if path.exists() and not path.is_file():
         raise ReconcilerError(f"cannot write the plan to {path}: it is not a regular file")
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    step = f"cannot create a file in {path.parent}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary.write_text(text, encoding="utf-8")
+        step = f"cannot replace {path}"
         os.replace(temporary, path)
     except OSError as error:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
-        raise ReconcilerError(f"cannot write the plan to {path}: {os_reason(error)}") from None
+        reason = f"{step} ({os_reason(error)})"
+        raise ReconcilerError(f"cannot write the plan to {path}: {reason}") from None
 
 
 def state(args: argparse.Namespace) -> int:
