@@ -63,7 +63,9 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), BAD_VALUES, ids=lambda v: " ".join(v))
+@pytest.mark.parametrize(
+    ("args", "message"), BAD_VALUES, ids=[" ".join(args) for args, _ in BAD_VALUES]
+)
 def test_a_bad_option_value_is_a_usage_error(ws: Workspace, args: list[str], message: str) -> None:
     ws.declare([session("a")])
     result = ws.run(*args)
