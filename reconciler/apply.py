@@ -53,12 +53,20 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # not attempted: the apply was aborted first
 
 
+class Remark(StrEnum):
+    """What an OK result needs said beside its detail, and counted apart in the summary."""
+
+    ADOPTED = "adopted"  # a Start met a running task (--adopt-running) and took it over as it is
+    UNCONFIRMED = "unconfirmed"  # recorded as delivered, though the answer was lost
+
+
 @dataclass(frozen=True, slots=True)
 class SessionResult:
     name: str
     kind: str
     outcome: Outcome
     detail: str = ""
+    remark: Remark | None = None
 
 
 @dataclass(slots=True)
@@ -191,8 +199,12 @@ class Applier:
                     )
                 )
             self.store.finish_intent(entry.id, "delivery unconfirmed (recovered)", change)
+            detail = (
+                f"delivery unconfirmed: announcement {announcement_id} may have played before "
+                "the run that sent it was killed; recorded as delivered, never repeated"
+            )
             return self._done(
-                SessionResult(entry.name, kind, Outcome.OK, f"{announcement_id} unconfirmed")
+                SessionResult(entry.name, kind, Outcome.OK, detail, Remark.UNCONFIRMED)
             )
         except ProviderError as error:
             return self._done(SessionResult(entry.name, kind, Outcome.FAILED, str(error)))
@@ -329,6 +341,10 @@ class Applier:
         record = self._started(session, previous)
         outcome = "already started" if adopted else "started"
         self.store.finish_intent(entry, outcome, RecordChange(put=record))
+        if adopted and self.adopt_running:
+            # Without --adopt-running, "already started" can only be our own retried Start.
+            detail = "adopted (already running; taken over as it is)"
+            return self._done(SessionResult(action.name, kind, Outcome.OK, detail, Remark.ADOPTED))
         detail = "restarted" if action.kind is ActionKind.REPLACE else "started"
         return self._done(SessionResult(action.name, kind, Outcome.OK, detail))
 
@@ -339,12 +355,18 @@ class Applier:
             self.store.put_record(updated_record(record, session, (), self.now()))
             return SessionResult(action.name, "update", Outcome.OK, "record updated")
         delivered: list[str] = []
+        unconfirmed: list[str] = []
         for announcement in action.announcements:
             failure = await self._announce(record, session, announcement, delivered)
-            if failure is not None:
+            if failure is not None and failure.remark is Remark.UNCONFIRMED:
+                # Recorded as delivered: not a failure, and the next announcements still go.
+                unconfirmed.append(failure.detail)
+            elif failure is not None:
                 return failure
             record = self.store.get_record(action.name) or record
-        return SessionResult(action.name, "update", Outcome.OK, "announced " + ", ".join(delivered))
+        details = (["announced " + ", ".join(delivered)] if delivered else []) + unconfirmed
+        remark = Remark.UNCONFIRMED if unconfirmed else None
+        return SessionResult(action.name, "update", Outcome.OK, "; ".join(details), remark)
 
     async def _announce(
         self,
@@ -392,7 +414,11 @@ class Applier:
                 note = f"announcement {announcement.id}: delivery unconfirmed ({error})"
                 updated = updated_record(record, session, [announcement.id], self.now(), note)
                 self.store.finish_intent(entry, f"unconfirmed: {error}", RecordChange(put=updated))
-                return SessionResult(record.name, "update", Outcome.FAILED, note)
+                detail = (
+                    f"delivery unconfirmed: announcement {announcement.id} may have played, "
+                    f"its answer was lost ({error}); recorded as delivered, never repeated"
+                )
+                return SessionResult(record.name, "update", Outcome.OK, detail, Remark.UNCONFIRMED)
             self.store.finish_intent(entry, f"failed: {error}", None)
             return SessionResult(
                 record.name, "update", Outcome.FAILED, f"announce {announcement.id} failed: {error}"

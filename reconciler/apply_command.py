@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import select
+import signal
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.apply import Applier, ApplyReport, Outcome, SessionResult
+from reconciler import exit_codes
+from reconciler.apply import Applier, ApplyReport
+from reconciler.apply_report import Reporter, apply_document, counts, summary_text, write_document
 from reconciler.commands import guards_from, selection_from
 from reconciler.core.model import DesiredSession
 from reconciler.core.plan import Plan, make_plan
@@ -100,7 +103,8 @@ async def _apply_files(
     desired: tuple[DesiredSession, ...],
     secrets: dict[str, str],
 ) -> int:
-    async with _ApplierScope(args, settings, store, held, secrets) as applier:
+    scope = _ApplierScope(args, settings, store, held, secrets)
+    async with scope as applier:
         recovered = ApplyReport()
         if store.pending_intents():
             print("Finishing the calls an earlier run left unconfirmed...", file=sys.stderr)
@@ -116,7 +120,7 @@ async def _apply_files(
             selection=selection_from(args),
             given_paths=path_forms(args.paths),
         )
-        return await _execute(args, applier, plan, recovered)
+        return await _execute(args, applier, plan, recovered, scope.reporter)
 
 
 def _apply_saved(
@@ -157,25 +161,33 @@ def _apply_saved(
         secrets = secrets_for(desired, strict=True)
 
         async def run() -> int:
-            async with _ApplierScope(args, settings, store, held, secrets) as applier:
-                return await _execute(args, applier, plan, ApplyReport())
+            scope = _ApplierScope(args, settings, store, held, secrets)
+            async with scope as applier:
+                return await _execute(args, applier, plan, ApplyReport(), scope.reporter)
 
         return asyncio.run(run())
 
 
 async def _execute(
-    args: argparse.Namespace, applier: Applier, plan: Plan, recovered: ApplyReport
+    args: argparse.Namespace,
+    applier: Applier,
+    plan: Plan,
+    recovered: ApplyReport,
+    reporter: Reporter,
 ) -> int:
-    sys.stdout.write(render_text(plan))
+    as_json = args.format == "json"
+    if not as_json:
+        sys.stdout.write(render_text(plan, applier.sensitive))
     if plan.violations:
+        if as_json:
+            _finish(args, plan, applier, recovered, ApplyReport(), reporter, exit_codes.ERROR)
         raise PlanRefused("the plan was refused by a guard; nothing was changed")
     if not plan.changes:
-        return _finish(recovered, ApplyReport())
+        return _finish(args, plan, applier, recovered, ApplyReport(), reporter)
     _confirm(args)
-    with _progress(len(plan.changes)) as report_result:
-        applier.on_result = report_result
+    with reporter.progress(len(plan.changes)):
         report = await applier.execute(plan)
-    return _finish(recovered, report)
+    return _finish(args, plan, applier, recovered, report, reporter)
 
 
 class _ApplierScope:
@@ -190,6 +202,7 @@ class _ApplierScope:
         secrets: dict[str, str],
     ) -> None:
         self.built: dict[str, SessionProvider] = {}
+        self.reporter = Reporter()
         self.applier = Applier(
             store=store,
             lock=held,
@@ -201,7 +214,7 @@ class _ApplierScope:
             buckets={"volcengine": TokenBucket(settings.rate_limit)},
             parallelism=settings.parallelism,
             adopt_running=args.adopt_running,
-            on_result=_plain_line,
+            on_result=self.reporter,
         )
 
     async def __aenter__(self) -> Applier:
@@ -244,56 +257,47 @@ def _confirm(args: argparse.Namespace) -> None:
         raise PlanRefused(
             "apply needs --auto-approve when it is not run from a terminal; nothing was changed"
         )
-    answer = input("\nApply these changes? Only 'yes' is accepted: ")
+    answer = _ask("\nApply these changes? Only 'yes' is accepted: ")
     if answer.strip() != "yes":
         raise PlanRefused("apply cancelled; nothing was changed")
 
 
-def _finish(recovered: ApplyReport, report: ApplyReport) -> int:
+def _ask(question: str) -> str:
+    """input(), with Ctrl-C noticed at once. asyncio.run's own SIGINT handler only cancels the
+    main task, which a blocking read never notices, so the default handler (KeyboardInterrupt)
+    is put back while asking; and the wait is a select() with a timeout, so a signal landing
+    just before the read is not left pending until Enter. "" on end of input (Ctrl-D)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sys.stdout.write(question)
+        sys.stdout.flush()
+        while not select.select([sys.stdin], [], [], 0.2)[0]:
+            pass
+        return sys.stdin.readline()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _finish(
+    args: argparse.Namespace,
+    plan: Plan,
+    applier: Applier,
+    recovered: ApplyReport,
+    report: ApplyReport,
+    reporter: Reporter,
+    exit_code: int | None = None,
+) -> int:
+    """Failures once (held back in plain mode), then the summary: a line on stdout, or the JSON
+    document with everything in it."""
     results = recovered.results + report.results
     combined = ApplyReport(results, report.aborted or recovered.aborted)
-    failed = [r for r in results if r.outcome is Outcome.FAILED]
-    skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
-    if combined.aborted:
-        print(f"Aborted: {combined.aborted}", file=sys.stderr)
-    for result in failed:
-        print(f"  ✗ {result.name}: {result.detail}", file=sys.stderr)
-    line = f"Apply: {len(combined.succeeded)} succeeded, {len(failed)} failed"
-    if skipped:
-        line += f", {len(skipped)} not attempted"
-    print(line + ".")
-    return combined.exit_code
-
-
-_SYMBOL = {Outcome.OK: "✓", Outcome.FAILED: "✗", Outcome.SKIPPED: "-"}
-
-
-def _plain_line(result: SessionResult) -> None:
-    symbol = _SYMBOL[result.outcome]
-    print(f"  {symbol} {result.kind} {result.name}: {result.detail}", file=sys.stderr)
-
-
-@contextmanager
-def _progress(total: int) -> Iterator[Callable[[SessionResult], None]]:
-    """A progress bar on a terminal; one plain line per finished session otherwise."""
-    if not sys.stderr.isatty():
-        yield _plain_line
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    with Progress(
-        TextColumn("applying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as progress:
-        task = progress.add_task("apply", total=total)
-
-        def bar(result: SessionResult) -> None:
-            progress.advance(task)
-            if result.outcome is not Outcome.OK:
-                progress.console.print(f"  ✗ {result.name}: {result.detail}")
-
-        yield bar
+    code = combined.exit_code if exit_code is None else exit_code
+    reporter.finish(combined.aborted)
+    summary = summary_text(counts(results))
+    if args.format == "json":
+        document = apply_document(plan, applier.sensitive, results, combined.aborted, code)
+        write_document(document)
+        print(summary, file=sys.stderr)
+    else:
+        print(summary)
+    return code

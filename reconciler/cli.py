@@ -8,23 +8,49 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
-from reconciler import exit_codes
+from reconciler import __version__, cli_help, exit_codes
 from reconciler.core.selection import Requirement, SelectorError, parse_selector
 from reconciler.errors import ReconcilerError, UsageError, ValidationFailed
+from reconciler.option_types import non_negative_float, non_negative_int, port, rate
+
+_HELP = argparse.RawDescriptionHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reconciler",
         description="Make the running AI voice-agent sessions match the ones declared in files.",
+        epilog=cli_help.TOP,
+        formatter_class=_HELP,
     )
+    parser.add_argument("--version", action="version", version=f"reconciler {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    validate = commands.add_parser("validate", help="check manifests; every problem at once")
+    validate = commands.add_parser(
+        "validate",
+        help="check manifests; every problem at once",
+        description="Check manifests against the schemas and the cross-file rules.",
+        epilog=cli_help.VALIDATE,
+        formatter_class=_HELP,
+    )
     validate.add_argument("paths", nargs="+", metavar="PATH")
+    validate.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: one line per problem on stderr; json: one document on stdout "
+        "(default: %(default)s)",
+    )
 
-    plan = commands.add_parser("plan", help="show what apply would do")
+    plan = commands.add_parser(
+        "plan",
+        help="show what apply would do",
+        description="Diff the declared sessions against the records and print the plan.",
+        epilog=cli_help.PLAN,
+        formatter_class=_HELP,
+    )
     plan.add_argument("paths", nargs="+", metavar="PATH")
     plan.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     plan.add_argument("--out", metavar="FILE", help="save the plan for `apply FILE`")
@@ -36,9 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     _guard_options(plan)
     _selection_options(plan)
 
-    apply = commands.add_parser("apply", help="make the cloud match the files (or a saved plan)")
+    apply = commands.add_parser(
+        "apply",
+        help="make the cloud match the files (or a saved plan)",
+        description="Plan (or load a saved plan), confirm, and make the calls.",
+        epilog=cli_help.APPLY,
+        formatter_class=_HELP,
+    )
     apply.add_argument("paths", nargs="+", metavar="PATH|PLANFILE")
     apply.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+    apply.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one document on stdout at the end (the plan, each result, the counts, "
+        "the exit code) and nothing else there; needs --auto-approve (default: %(default)s)",
+    )
     apply.add_argument(
         "--adopt-running",
         action="store_true",
@@ -48,7 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     _guard_options(apply)
     _selection_options(apply)
 
-    state = commands.add_parser("state", help="inspect and edit the records")
+    state = commands.add_parser(
+        "state",
+        help="inspect and edit the records",
+        description="Inspect and edit the records of what reconciler started.",
+        epilog=cli_help.STATE,
+        formatter_class=_HELP,
+    )
     state_commands = state.add_subparsers(dest="state_command", required=True, metavar="ACTION")
     state_list = state_commands.add_parser("list", help="every recorded session")
     state_list.add_argument("--format", choices=("text", "json"), default="text")
@@ -67,19 +112,93 @@ def build_parser() -> argparse.ArgumentParser:
         "unlock", help="take the writer lock from a hung holder (PostgreSQL); it stops at once"
     )
 
-    emulator = commands.add_parser("emulator", help="run the local cloud stand-in")
-    emulator.add_argument("--port", type=int, help="port on 127.0.0.1 (0 picks a free one)")
-    emulator.add_argument("--access-key-id")
-    emulator.add_argument("--secret-access-key")
-    emulator.add_argument("--region")
-    emulator.add_argument("--api-version")
-    emulator.add_argument("--qps", type=float, default=0.0, help="account QPS cap (0: none)")
-    emulator.add_argument("--latency", type=float, default=0.0, help="seconds added to each call")
-    emulator.add_argument("--error-rate", type=float, default=0.0, help="share of 5xx answers")
-    emulator.add_argument("--throttle-rate", type=float, default=0.0, help="share of 429 answers")
-    emulator.add_argument("--lost-response-rate", type=float, default=0.0)
-    emulator.add_argument("--late-504-rate", type=float, default=0.0)
-    emulator.add_argument("--seed", type=int, default=None)
+    emulator = commands.add_parser(
+        "emulator",
+        help="run the local cloud stand-in",
+        description="A local, signature-checking stand-in of the Volcengine API.",
+        epilog=cli_help.EMULATOR,
+        formatter_class=_HELP,
+    )
+    emulator.add_argument(
+        "--port",
+        type=port,
+        metavar="N",
+        help="port on 127.0.0.1, 0 picks a free one "
+        "(default: RECONCILER_EMULATOR__PORT, else 8790)",
+    )
+    emulator.add_argument(
+        "--access-key-id",
+        metavar="ID",
+        help="the access key id it accepts "
+        "(default: RECONCILER_EMULATOR__ACCESS_KEY_ID, else AKLTemulator)",
+    )
+    emulator.add_argument(
+        "--secret-access-key",
+        metavar="KEY",
+        help="the secret key it checks signatures with "
+        "(default: RECONCILER_EMULATOR__SECRET_ACCESS_KEY, else emulator-secret)",
+    )
+    emulator.add_argument(
+        "--region",
+        help="the signing region it expects (default: RECONCILER_VOLCENGINE__REGION, "
+        "else cn-north-1)",
+    )
+    emulator.add_argument(
+        "--api-version",
+        help="the API version it serves (default: RECONCILER_VOLCENGINE__API_VERSION, "
+        "else 2024-12-01)",
+    )
+    emulator.add_argument(
+        "--qps",
+        type=non_negative_float,
+        metavar="Q",
+        default=0.0,
+        help="account-wide calls per second before 429 FlowLimitExceeded, 0 for no cap "
+        "(default: %(default)s)",
+    )
+    emulator.add_argument(
+        "--latency",
+        type=non_negative_float,
+        metavar="SECONDS",
+        default=0.0,
+        help="seconds added to each API call (default: %(default)s)",
+    )
+    emulator.add_argument(
+        "--error-rate",
+        type=rate,
+        metavar="R",
+        default=0.0,
+        help="share of calls answered 500/502/503 without taking effect (default: %(default)s)",
+    )
+    emulator.add_argument(
+        "--throttle-rate",
+        type=rate,
+        metavar="R",
+        default=0.0,
+        help="share of calls answered 429 without taking effect (default: %(default)s)",
+    )
+    emulator.add_argument(
+        "--lost-response-rate",
+        type=rate,
+        metavar="R",
+        default=0.0,
+        help="share of calls that take effect, then lose the answer (connection closed) "
+        "(default: %(default)s)",
+    )
+    emulator.add_argument(
+        "--late-504-rate",
+        type=rate,
+        metavar="R",
+        default=0.0,
+        help="share of calls that take effect, then answer 504 (default: %(default)s)",
+    )
+    emulator.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        default=None,
+        help="seed of the fault draws, for a repeatable run (default: %(default)s, random)",
+    )
     return parser
 
 
@@ -91,7 +210,7 @@ def _guard_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-stops",
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="refuse a plan that stops more than N running sessions (default: setting max_stops)",
     )
@@ -123,9 +242,36 @@ def _selector(text: str) -> tuple[Requirement, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _version() -> str:
     try:
+        return metadata.version("reconciler")
+    except metadata.PackageNotFoundError:  # run from a source tree that was not installed
+        return __version__
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """Combinations of options that no single `type=` check can see."""
+    if args.command == "apply" and args.format == "json" and not args.auto_approve:
+        # As Terraform's `apply -json`: the plan is not shown, so there is nothing to confirm.
+        return "apply: error: --format json needs --auto-approve"
+    if args.command == "emulator":
+        rates = (args.error_rate, args.throttle_rate, args.lost_response_rate, args.late_504_rate)
+        if sum(rates) > 1.0 + 1e-9:  # the tolerance Faults allows for float sums
+            return (
+                "emulator: error: --error-rate, --throttle-rate, --lost-response-rate and "
+                "--late-504-rate are shares of the same calls and must sum to at most 1"
+            )
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        misuse = _usage_problem(args)
+        if misuse is not None:
+            print(f"reconciler {misuse}", file=sys.stderr)
+            return exit_codes.USAGE
         return _dispatch(args)
     except UsageError as error:
         print(f"reconciler {args.command}: error: {error}", file=sys.stderr)
@@ -143,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_codes.ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return exit_codes.ERROR
+        return exit_codes.INTERRUPTED
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -151,7 +297,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         from reconciler.commands import validate
 
-        return validate(args.paths)
+        return validate(args.paths, args.format)
     if args.command == "plan":
         from reconciler.commands import plan
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -16,7 +18,13 @@ from reconciler.core.render_markdown import render_markdown
 from reconciler.core.saved import literal_secrets
 from reconciler.core.selection import Selection, selection_of
 from reconciler.core.state_listing import listing_documents, render_listing, session_document
-from reconciler.errors import ReconcilerError, StateError, StateMissing, ValidationFailed
+from reconciler.errors import (
+    ReconcilerError,
+    StateError,
+    StateMissing,
+    ValidationFailed,
+    os_reason,
+)
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.empty import EmptyState
@@ -24,10 +32,26 @@ from reconciler.state.open import open_state
 from reconciler.workspace import load_desired, path_forms, resolve_secrets, schema_set, utc_now
 
 
-def validate(paths: list[str]) -> int:
-    sessions = load_desired(paths)
-    print(f"Valid: {len(sessions)} session(s) declared.")
+def validate(paths: list[str], output_format: str = "text") -> int:
+    if output_format != "json":
+        sessions = load_desired(paths)
+        print(f"Valid: {len(sessions)} session(s) declared.")
+        return exit_codes.OK
+    try:
+        sessions = load_desired(paths)
+    except ValidationFailed as failed:
+        problems = [
+            {"file": p.file, "line": p.line, "pointer": p.pointer or "/", "message": p.message}
+            for p in failed.problems
+        ]
+        _print_json({"valid": False, "problems": problems})
+        return exit_codes.ERROR
+    _print_json({"valid": True, "sessions": len(sessions)})
     return exit_codes.OK
+
+
+def _print_json(document: object) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
 def guards_from(args: argparse.Namespace, settings: Settings) -> Guards:
@@ -74,6 +98,8 @@ def _open_for_plan(args: argparse.Namespace, settings: Settings) -> StateStore:
         if not args.out:
             print(f"no state at {missing.location} yet: everything is new", file=sys.stderr)
             return empty
+        if _target_problem(Path(args.out)) is not None:
+            return empty  # the plan cannot be saved there (said when it is written): no state
         trial = _plan_from_files(
             args.paths, empty, guards_from(args, settings), selection_from(args)
         )
@@ -101,19 +127,20 @@ def plan(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if pending:
-        print(
-            f"Note: {pending} call(s) of an earlier apply have an unknown outcome; the next "
+        # A note of the plan (stdout, with it, in every format), not a status message.
+        note = (
+            f"{pending} call(s) of an earlier apply have an unknown outcome; the next "
             "`reconciler apply PATH...` finishes them before anything else, and a saved plan "
-            "is refused as stale until then.",
-            file=sys.stderr,
+            "is refused as stale until then."
         )
+        result = dataclasses.replace(result, notes=(*result.notes, note))
     sensitive = schema_set().sensitive
     if args.format == "json":
         sys.stdout.write(render_json(result, sensitive))
     elif args.format == "markdown":
-        sys.stdout.write(render_markdown(result, artifact=args.out))
+        sys.stdout.write(render_markdown(result, sensitive, artifact=args.out))
     else:
-        sys.stdout.write(render_text(result))
+        sys.stdout.write(render_text(result, sensitive))
     if result.violations:
         if args.out:
             print(f"error: a refused plan is not saved to {args.out}", file=sys.stderr)
@@ -134,12 +161,34 @@ def plan(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
+def _target_problem(path: Path) -> str | None:
+    """Why a plan cannot be saved at `path` whatever its content, or None."""
+    if path.is_dir():
+        return "it is a directory"
+    if path.exists() and not path.is_file():
+        return "it is not a regular file"
+    return None
+
+
 def _write_atomically(path: Path, text: str) -> None:
-    """Write next to the target, then rename: a reader never sees half a plan."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write next to the target, then rename: a reader never sees half a plan. Nothing is left
+    behind when it fails: the target is refused before writing when it cannot be a plan file,
+    and the temporary file is removed on any failure."""
+    problem = _target_problem(path)
+    if problem is not None:
+        raise ReconcilerError(f"cannot write the plan to {path}: {problem}")
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    step = f"cannot create a file in {path.parent}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(text, encoding="utf-8")
+        step = f"cannot replace {path}"
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        reason = f"{step} ({os_reason(error)})"
+        raise ReconcilerError(f"cannot write the plan to {path}: {reason}") from None
 
 
 def state(args: argparse.Namespace) -> int:

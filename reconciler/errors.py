@@ -19,6 +19,7 @@ Core modules raise only InputError/ValidationFailed/PlanRefused; the shell raise
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -40,6 +41,13 @@ class Problem:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         pointer = self.pointer if self.pointer else "/"
         return f"{where}: {pointer}: {self.message}"
+
+
+def os_reason(error: OSError) -> str:
+    """An OSError as the end of a one-line message: "permission denied", without the path and
+    errno that str(error) repeats."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return reason[:1].lower() + reason[1:]
 
 
 class InputError(ReconcilerError):

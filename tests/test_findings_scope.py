@@ -452,7 +452,7 @@ def test_many_kept_sessions_still_fit_the_comment_limit() -> None:
     ]
     plan = make_plan([declared(9999)], records, meta, {}, {})
     assert len(plan.kept) == 3000 and not plan.violations
-    text = render_markdown(plan, artifact="plan.json")
+    text = render_markdown(plan, {}, artifact="plan.json")
     assert len(text) <= GITHUB_COMMENT_LIMIT
     assert "| kept: protected (no longer declared) | 3000 |" in text
     assert "more kept sessions not shown" in text

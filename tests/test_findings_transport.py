@@ -95,7 +95,7 @@ def test_a_start_that_never_connected_fails_definitively(ws: Workspace, where: s
     failed = ws.run("apply", str(ws.manifests), "--auto-approve", env=env)
 
     assert failed.code == 1, str(failed)
-    assert "✗ a: start failed: StartVoiceChat: ConnectError:" in failed.err
+    assert "✗ create a: start failed: StartVoiceChat: ConnectError:" in failed.err
     assert "unconfirmed" not in failed.err
     assert "Apply: 0 succeeded, 1 failed." in failed.out
     assert ws.pending() == []  # finished as failed: nothing is left for recovery

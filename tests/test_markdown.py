@@ -38,7 +38,7 @@ def test_small_plan_shows_counts_actions_and_details() -> None:
         if (r := action_outcome(a, KEY, SENSITIVE, {}, "t")) is not None
     ]
     plan = make_plan([session(1, temperature=0.9), session(3)], records, META, SENSITIVE, {})
-    text = render_markdown(plan, artifact="plan.json")
+    text = render_markdown(plan, SENSITIVE, artifact="plan.json")
     assert text.index("| start | 1 |") < text.index("#### Actions") < text.index("#### Details")
     assert "| restart (cuts the live conversation) | 1 |" in text
     assert "| stop | 1 |" in text
@@ -51,7 +51,7 @@ def test_small_plan_shows_counts_actions_and_details() -> None:
 def test_three_thousand_sessions_fit_the_comment_limit_with_a_pointer_to_the_artifact() -> None:
     sessions = [session(i, message="x" * 150) for i in range(3000)]
     plan = make_plan(sessions, [], META, SENSITIVE, {}, Guards(max_stops=None))
-    text = render_markdown(plan, artifact="plan.json")
+    text = render_markdown(plan, SENSITIVE, artifact="plan.json")
     assert len(text) <= GITHUB_COMMENT_LIMIT
     assert text.startswith("### reconciler plan — Plan: 3000 to start.")
     assert "| start | 3000 |" in text
@@ -61,9 +61,9 @@ def test_three_thousand_sessions_fit_the_comment_limit_with_a_pointer_to_the_art
 def test_details_are_dropped_before_actions_when_only_details_overflow() -> None:
     sessions = [session(i) for i in range(40)]
     plan = make_plan(sessions, [], META, SENSITIVE, {})
-    full = render_markdown(plan)
+    full = render_markdown(plan, SENSITIVE)
     limit = full.index("#### Details") + 800
-    text = render_markdown(plan, limit=limit)
+    text = render_markdown(plan, SENSITIVE, limit=limit)
     assert len(text) <= limit
     assert text.count("**create**") == 40
     assert "more action details not shown" in text
@@ -77,5 +77,5 @@ def test_backticks_in_values_cannot_break_out_of_the_block() -> None:
         if (r := action_outcome(a, KEY, SENSITIVE, {}, "t")) is not None
     ]
     plan = make_plan([session(1, message="```</details>")], records, META, SENSITIVE, {})
-    text = render_markdown(plan)
+    text = render_markdown(plan, SENSITIVE)
     assert "````\n" in text

@@ -67,7 +67,7 @@ def test_config_change_is_a_replace_that_cuts_the_conversation() -> None:
     assert action.changed_paths == ("/Config/LLMConfig/Temperature",)
     assert action.field_changes[0].before == 0.5 and action.field_changes[0].after == 0.9
     assert "restart" in summary_line(plan) and "cuts 1 live conversation" in summary_line(plan)
-    assert "cuts the live conversation" in render_text(plan)
+    assert "cuts the live conversation" in render_text(plan, SENSITIVE)
 
 
 def test_rotated_secret_is_a_sensitive_change_and_never_shown() -> None:
@@ -77,7 +77,7 @@ def test_rotated_secret_is_a_sensitive_change_and_never_shown() -> None:
     assert action.kind is ActionKind.REPLACE
     assert action.sensitive_paths == ("/Config/LLMConfig/APIKey",)
     assert action.reason.startswith("sensitive value changed")
-    for output in (render_text(plan), render_json(plan, SENSITIVE)):
+    for output in (render_text(plan, SENSITIVE), render_json(plan, SENSITIVE)):
         assert "old-secret-value" not in output and "new-secret-value" not in output
         assert "sensitive value changed" in output
 
@@ -98,7 +98,7 @@ def test_literal_sensitive_value_is_masked_in_outputs() -> None:
         [session("a", spec=spec("a", api_key="literal-key-2"))], records, META, SENSITIVE, {}
     )
     assert plan.changes[0].sensitive_paths == ("/Config/LLMConfig/APIKey",)
-    for output in (render_text(plan), render_json(plan, SENSITIVE)):
+    for output in (render_text(plan, SENSITIVE), render_json(plan, SENSITIVE)):
         assert "literal-key" not in output
 
 

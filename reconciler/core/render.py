@@ -13,7 +13,7 @@ from typing import Any
 from reconciler.core.model import DesiredSession, SessionRecord
 from reconciler.core.normalize import SensitivePaths, is_marker
 from reconciler.core.plan import UNCHANGING, Action, ActionKind, FieldChange, Plan
-from reconciler.core.secrets import is_reference
+from reconciler.core.secrets import escape_token, is_reference
 
 PLAN_FORMAT_VERSION = 1
 PLAN_KIND = "reconciler-plan"
@@ -65,7 +65,7 @@ def _kept_clause(plan: Plan) -> str:
     )
 
 
-def render_text(plan: Plan) -> str:
+def render_text(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> str:
     lines: list[str] = []
     changes = plan.changes
     if changes:
@@ -73,6 +73,7 @@ def render_text(plan: Plan) -> str:
         lines.append("")
         for action in changes:
             lines.extend(_action_lines(action))
+            lines.extend(f"      {line}" for line in spec_lines(action, sensitive))
             lines.append("")
     for action in plan.kept:
         lines.extend(_action_lines(action))
@@ -108,6 +109,33 @@ def _action_lines(action: Action) -> list[str]:
 def not_played_line(action: Action) -> str:
     ids = ", ".join(a.id for a in action.not_played)
     return f"> not played: {ids} (the restart starts a new conversation)"
+
+
+def spec_lines(action: Action, sensitive: Mapping[str, SensitivePaths]) -> list[str]:
+    """What a create will send, one `+ /Path: value` line per leaf: sensitive literals as
+    "(sensitive)", references as written (they name where a secret lives, not what it is).
+    Only creates: a replace already lists what changes, and the rest is what is running."""
+    if action.kind is not ActionKind.CREATE or action.desired is None:
+        return []
+    paths = sensitive.get(action.provider, frozenset())
+    lines: list[str] = []
+
+    def walk(node: Any, path: tuple[str, ...], pointer: str, secret: bool) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                child = (*path, key)
+                walk(value, child, f"{pointer}/{escape_token(key)}", secret or child in paths)
+        elif isinstance(node, list) and node:
+            child = (*path, "*")
+            for index, value in enumerate(node):
+                walk(value, child, f"{pointer}/{index}", secret or child in paths)
+        elif secret and node is not None and not is_reference(node):
+            lines.append(f"+ {pointer}: {MASK}")
+        else:
+            lines.append(f"+ {pointer}: {_compact(node)}")
+
+    walk(action.desired.spec, (), "", False)
+    return lines
 
 
 def describe_change(change: FieldChange) -> str:

@@ -8,16 +8,27 @@ actions are not shown and where the whole plan is (the JSON plan artifact).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
+from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Action, Plan
-from reconciler.core.render import SYMBOLS, describe_change, not_played_line, summary_line
+from reconciler.core.render import (
+    SYMBOLS,
+    describe_change,
+    not_played_line,
+    spec_lines,
+    summary_line,
+)
 
 GITHUB_COMMENT_LIMIT = 65_535
 _ROOM_FOR_NOTE = 400  # kept free for the truncation note
 
 
 def render_markdown(
-    plan: Plan, artifact: str | None = None, limit: int = GITHUB_COMMENT_LIMIT
+    plan: Plan,
+    sensitive: Mapping[str, SensitivePaths],
+    artifact: str | None = None,
+    limit: int = GITHUB_COMMENT_LIMIT,
 ) -> str:
     budget = limit - _ROOM_FOR_NOTE
     summary = plan.summary
@@ -67,7 +78,7 @@ def render_markdown(
     if shown == len(changes) and changes:
         text += "\n#### Details\n\n"
         for action in changes:
-            block = _details(action)
+            block = _details(action, sensitive)
             if len(text) + len(block) > budget:
                 break
             text += block
@@ -95,7 +106,7 @@ def _action_line(action: Action) -> str:
     )
 
 
-def _details(action: Action) -> str:
+def _details(action: Action, sensitive: Mapping[str, SensitivePaths]) -> str:
     body = [f"{SYMBOLS[action.kind]} {action.kind.value} {action.name}", f"  {action.reason}"]
     body += [f"  ~ {change.path}: {describe_change(change)}" for change in action.field_changes]
     body += [
@@ -103,6 +114,7 @@ def _details(action: Action) -> str:
         for a in action.announcements
     ]
     body += [f"  {not_played_line(action)}"] if action.not_played else []
+    body += [f"  {line}" for line in spec_lines(action, sensitive)]
     content = "\n".join(body)
     fence = "`" * max(3, _longest_backtick_run(content) + 1)
     return (

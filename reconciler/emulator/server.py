@@ -27,6 +27,7 @@ from reconciler.emulator.volcengine import (
     Faults,
     VolcengineApi,
 )
+from reconciler.errors import ReconcilerError, os_reason
 from reconciler.providers.signing import Clock, Credential, parse_query, utc_now
 
 log = logging.getLogger(__name__)
@@ -289,9 +290,8 @@ def run_emulator(
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with EmulatorServer(
+        server = EmulatorServer(
             host,
             port,
             access_key_id=access_key_id,
@@ -302,7 +302,12 @@ def run_emulator(
             session_token=session_token,
             already_started_code=already_started_code,
             not_found_code=not_found_code,
-        ) as server:
+        )
+    except OSError as error:  # the port is taken, or not ours to bind
+        raise ReconcilerError(f"cannot listen on {host}:{port}: {os_reason(error)}") from None
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with server:
             print(f"emulator listening on {server.url}", flush=True)
             # A timed wait keeps the main thread returning to the interpreter, where the
             # signal handler runs.
