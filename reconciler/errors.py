@@ -11,8 +11,15 @@
     │   └── LockLost                the writer lock was taken away from us (state unlock)
     ├── PlanRefused                 a guard tripped or a saved plan is stale (exit 1)
     ├── UsageError                  arguments that cannot go together (exit 2, like argparse)
-    └── ProviderError               a cloud call failed; `kind` says how to treat it
-            kind = retryable | conflict | not_found | terminal
+    └── ProviderError               a cloud call failed; its type says how the engine treats it
+        ├── Transient               5xx, transport errors, timeouts: retried; `sent` says
+        │   │                       whether it may have reached the cloud
+        │   └── Throttled           refused at the gateway before taking effect: safe to retry
+        │                           anything; `retry_after` is the floor of the next wait
+        ├── AuthRefused             the credentials are refused: the whole apply stops
+        ├── Conflict                "already running": the Start we wanted has taken effect
+        ├── NotFound                the task/instance is not running (stopped counts as stopped)
+        └── Terminal                the request itself is refused: final for this session only
 
 Core modules raise only InputError/ValidationFailed/PlanRefused; the shell raises the rest.
 """
@@ -123,6 +130,9 @@ class ErrorKind(StrEnum):
 
 
 class ProviderError(ReconcilerError):
+    """A failed cloud call. Providers raise one of the subclasses below, classified once by
+    their own client; the engine matches on the type and never on a vendor's error code."""
+
     def __init__(
         self,
         kind: ErrorKind,
@@ -144,3 +154,60 @@ class ProviderError(ReconcilerError):
         if status is not None:
             detail = f"HTTP {status} {detail}"
         super().__init__(detail)
+
+
+class _KindedError(ProviderError):
+    """A ProviderError whose kind is fixed by its type."""
+
+    KIND: ErrorKind = ErrorKind.TERMINAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+        sent: bool = True,
+    ) -> None:
+        super().__init__(
+            self.KIND, message, code=code, status=status, retry_after=retry_after, sent=sent
+        )
+
+
+class Transient(_KindedError):
+    KIND = ErrorKind.RETRYABLE
+
+
+class Throttled(Transient):
+    """Refused by the gateway's rate limit: the call took no effect."""
+
+
+class AuthRefused(_KindedError):
+    KIND = ErrorKind.TERMINAL
+
+
+class Conflict(_KindedError):
+    KIND = ErrorKind.CONFLICT
+
+
+class NotFound(_KindedError):
+    KIND = ErrorKind.NOT_FOUND
+
+
+class Terminal(_KindedError):
+    """The request itself is refused; `client_code` is the vendor's client-side code for it
+    where the vendor documents one (Alibaba Cloud's -10204 for AgentNotFound)."""
+
+    KIND = ErrorKind.TERMINAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        status: int | None = None,
+        client_code: int | None = None,
+    ) -> None:
+        super().__init__(message, code=code, status=status)
+        self.client_code = client_code
