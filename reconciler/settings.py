@@ -38,6 +38,34 @@ class VolcengineSettings(BaseModel):
     secret_access_key: SecretStr | None = None
     session_token: SecretStr | None = None
     timeout: float = Field(default=10.0, gt=0)
+    # The RTC app key: signs the join tokens `token volcengine` prints.
+    app_key: SecretStr | None = None
+    # Signs the VoiceChat event callbacks the daemon receives.
+    callback_secret: SecretStr | None = None
+
+
+class AliyunSettings(BaseModel):
+    """Alibaba Cloud IMS (ICE OpenAPI 2020-11-09). The endpoint has no sensible default of its
+    own: it follows the region unless set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = None
+    region: str = "cn-shanghai"
+    access_key_id: str | None = None
+    access_key_secret: SecretStr | None = None
+    security_token: SecretStr | None = None
+    timeout: float = Field(default=10.0, gt=0)
+    # The ARTC application the agents join channels of: the AuthToken made at every Start (and
+    # by `token aliyun`) is signed with its key.
+    artc_app_id: str | None = None
+    artc_app_key: SecretStr | None = None
+    # The token agent event callbacks carry in their Authorization header.
+    callback_token: SecretStr | None = None
+
+    @property
+    def resolved_endpoint(self) -> str:
+        return self.endpoint or f"https://ice.{self.region}.aliyuncs.com"
 
 
 class EmulatorSettings(BaseModel):
@@ -59,6 +87,7 @@ class Settings(BaseSettings):
 
     state: str = ".reconciler/state.db"
     volcengine: VolcengineSettings = VolcengineSettings()
+    aliyun: AliyunSettings = AliyunSettings()
     emulator: EmulatorSettings = EmulatorSettings()
     # Calls in flight at once, across all sessions of one apply.
     parallelism: int = Field(default=16, ge=1, le=1024)
@@ -94,6 +123,27 @@ class VolcengineCredentials:
 
     def __repr__(self) -> str:
         return f"VolcengineCredentials(access_key_id={self.access_key_id!r}, secret=***)"
+
+
+@dataclass(frozen=True)
+class AliyunCredentials:
+    access_key_id: str
+    access_key_secret: str
+    security_token: str | None
+
+    def __repr__(self) -> str:
+        return f"AliyunCredentials(access_key_id={self.access_key_id!r}, secret=***)"
+
+
+@dataclass(frozen=True)
+class ArtcApp:
+    """The ARTC app id and key that sign an agent's AuthToken."""
+
+    app_id: str
+    app_key: str
+
+    def __repr__(self) -> str:
+        return f"ArtcApp(app_id={self.app_id!r}, app_key=***)"
 
 
 def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
@@ -133,3 +183,48 @@ def volcengine_credentials(
         )
     token = volc.session_token.get_secret_value() if volc.session_token else None
     return VolcengineCredentials(access_key, secret, token)
+
+
+def aliyun_credentials(
+    settings: Settings, environ: Mapping[str, str] = os.environ
+) -> AliyunCredentials:
+    """Credentials from RECONCILER_ALIYUN__*, falling back to the official SDK's
+    ALIBABA_CLOUD_ACCESS_KEY_ID / _ACCESS_KEY_SECRET / _SECURITY_TOKEN."""
+    ali = settings.aliyun
+    access_key = ali.access_key_id or environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
+    secret = (
+        ali.access_key_secret.get_secret_value()
+        if ali.access_key_secret
+        else environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+    )
+    if not access_key or not secret:
+        raise SettingsError(
+            "Alibaba Cloud credentials are missing: set RECONCILER_ALIYUN__ACCESS_KEY_ID and "
+            "RECONCILER_ALIYUN__ACCESS_KEY_SECRET (or ALIBABA_CLOUD_ACCESS_KEY_ID and "
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET)"
+        )
+    token = (
+        ali.security_token.get_secret_value()
+        if ali.security_token
+        else environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None
+    )
+    return AliyunCredentials(access_key, secret, token)
+
+
+def artc_app(settings: Settings) -> ArtcApp:
+    """The ARTC app an agent's AuthToken is made with, or SettingsError naming what is missing."""
+    ali = settings.aliyun
+    missing = [
+        name
+        for name, value in (
+            ("RECONCILER_ALIYUN__ARTC_APP_ID", ali.artc_app_id),
+            ("RECONCILER_ALIYUN__ARTC_APP_KEY", ali.artc_app_key),
+        )
+        if not value
+    ]
+    if missing or ali.artc_app_id is None or ali.artc_app_key is None:
+        raise SettingsError(
+            "the ARTC app that signs Alibaba Cloud agents' AuthTokens is not configured: set "
+            + " and ".join(missing)
+        )
+    return ArtcApp(ali.artc_app_id, ali.artc_app_key.get_secret_value())
