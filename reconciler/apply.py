@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -41,7 +42,8 @@ from reconciler.core.plan import Action, ActionKind, Plan
 from reconciler.core.providers import RULES
 from reconciler.core.secrets import substitute
 from reconciler.errors import ErrorKind, ProviderError
-from reconciler.providers.base import AUTH_ERROR_CODES, SessionProvider
+from reconciler.providers.base import Owner, SessionProvider
+from reconciler.providers.volcengine import AUTH_ERROR_CODES
 from reconciler.retrying import RetryPolicy, Sleep, TokenBucket, call_with_retries
 from reconciler.state.base import LockHandle, RecordChange, StateStore
 from reconciler.state.fenced import FencedStore
@@ -438,10 +440,12 @@ class Applier:
         body = substitute(session.spec, self.secrets)
         reached = begun  # whether an earlier attempt may have reached the cloud
 
+        owner = Owner(self.store.meta().lineage, session.name, secrets.token_hex(8))
+
         async def attempt() -> bool:
             nonlocal reached
             try:
-                await provider.start(body)
+                await provider.start(body, owner)
             except ProviderError as error:
                 if error.kind is ErrorKind.CONFLICT and reached:
                     return True  # our own earlier Start took effect; its answer was lost

@@ -1,41 +1,120 @@
-"""What the apply engine needs from a provider: start, stop, announce. Nothing else.
+"""The provider boundary: what the apply engine needs from a cloud, and nothing else.
 
-Implementations raise reconciler.errors.ProviderError, classified once by the provider's own
-client (retryable | conflict | not_found | terminal); they never retry themselves.
+A provider turns the engine's verbs into its cloud's calls. Failures are raised as the
+ProviderError subclasses of reconciler.errors (Transient, Throttled, AuthRefused, Conflict,
+NotFound, Terminal), classified once by the provider's own client; providers never retry
+themselves (the engine does, under its token bucket and retry policy) and the engine never
+looks at a vendor's error code.
+
+Ids. Every record keeps `provider_ids`: the declared identity fields (Volcengine AppId, RoomId,
+TaskId; Aliyun AIAgentId, ChannelId, AgentUserId) plus whatever `start` returned (Aliyun's
+server-chosen InstanceId). `stop`, `update`, `announce` and `observe` receive that mapping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
 
 from reconciler.core.model import Announcement
 
-# Cloud error codes that mean the credentials themselves are refused: every further call would
-# fail the same way, so the apply stops at the first one.
-AUTH_ERROR_CODES = frozenset(
-    {
-        "InvalidAccessKey",
-        "SignatureDoesNotMatch",
-        "InvalidCredential",
-        "InvalidAuthorization",
-        "InvalidSecretToken",
-        "AccessDenied",
-    }
-)
+# The key under which an owner tag sits where the cloud keeps user data (Aliyun's UserData).
+OWNER_TAG_KEY = "reconciler"
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who started a session: the state's lineage, the session's name and the attempt (a fresh
+    id per Start, journaled with the intent before the call). A provider whose sessions are
+    addressed by a server-assigned id writes it into the session (Aliyun: UserData) so that a
+    Start whose answer was lost can still be recognised by listing."""
+
+    lineage: str
+    session: str
+    attempt: str
+
+    def as_tag(self) -> dict[str, str]:
+        return {"lineage": self.lineage, "session": self.session, "attempt": self.attempt}
+
+    @classmethod
+    def from_tag(cls, tag: object) -> Owner | None:
+        """The owner a tag names, or None for anything that is not one of our tags."""
+        if not isinstance(tag, Mapping):
+            return None
+        fields = [tag.get(key) for key in ("lineage", "session", "attempt")]
+        if not all(isinstance(value, str) and value for value in fields):
+            return None
+        lineage, session, attempt = (str(value) for value in fields)
+        return cls(lineage, session, attempt)
+
+
+class Liveness(StrEnum):
+    RUNNING = "running"
+    ENDED = "ended"  # finished by itself (idle timeout, the user left, hung up)
+    UNKNOWN = "unknown"  # the cloud could not say (error, not found where not expected)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the cloud says of one recorded session."""
+
+    liveness: Liveness
+    status: str  # the cloud's own word: Created / Executing / Finished; "" when unknown
+    observed_at: str  # ISO 8601 UTC, when the answer came
+    ended_at: str | None = None  # when it finished, where the cloud says
+    reason: str = ""  # why it ended ("the user hung up"), or why it is unknown
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """One live session the cloud lists (Aliyun ListAIAgentInstance rows carry no InstanceId)."""
+
+    identity: Mapping[str, str]  # the declared identity fields it runs under
+    owner: Owner | None  # our tag, when it carries one
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpecChange:
+    """An in-place update: the whole new spec (secrets resolved) and the JSON pointers that
+    changed, every one under the provider's in-place prefixes."""
+
+    spec: Mapping[str, Any]
+    changed: tuple[str, ...]
 
 
 class SessionProvider(Protocol):
     name: str
 
-    async def start(self, spec: Mapping[str, Any]) -> None:
-        """Start a session from its fully resolved spec."""
+    async def start(self, spec: Mapping[str, Any], owner: Owner) -> Mapping[str, str]:
+        """Start a session from its fully resolved spec. Returns the ids the cloud assigned
+        (Aliyun: {"InstanceId": ...}); empty when the declared identity is the handle."""
         ...
 
-    async def stop(self, provider_ids: Mapping[str, str]) -> None: ...
+    async def update(self, ids: Mapping[str, str], change: SpecChange) -> None:
+        """Change a running session's configuration in place."""
+        ...
 
-    async def announce(self, provider_ids: Mapping[str, str], announcement: Announcement) -> None:
+    async def announce(self, ids: Mapping[str, str], announcement: Announcement) -> None:
         """Speak a one-shot message into the running session."""
         ...
 
+    async def stop(self, ids: Mapping[str, str]) -> None:
+        """Stop the session; NotFound when it was not running."""
+        ...
+
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ObservingProvider(SessionProvider, Protocol):
+    """A provider that can see the cloud: records are refreshed before planning, and a lost
+    Start is resolved by listing the live sessions that carry our owner tag."""
+
+    async def observe(self, ids: Mapping[str, str]) -> Observation: ...
+
+    async def list_live(self, scope: Mapping[str, str]) -> Sequence[LiveSession]:
+        """Every live session under `scope` (Aliyun: {"AIAgentId": ...}), all pages."""
+        ...

@@ -47,6 +47,20 @@ _MIN_SECRET_LENGTH = 4
 _MAX_SNIPPET = 200
 
 
+# Cloud error codes that mean the credentials themselves are refused: every further call would
+# fail the same way, so the apply stops at the first one.
+AUTH_ERROR_CODES = frozenset(
+    {
+        "InvalidAccessKey",
+        "SignatureDoesNotMatch",
+        "InvalidCredential",
+        "InvalidAuthorization",
+        "InvalidSecretToken",
+        "AccessDenied",
+    }
+)
+
+
 def classify(status: int | None, code: str, message: str) -> ErrorKind:
     """How to treat one failed call, from its HTTP status, cloud Code and Message.
 

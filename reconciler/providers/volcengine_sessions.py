@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from reconciler.core.model import Announcement
+from reconciler.errors import Terminal
+from reconciler.providers.base import Owner, SpecChange
 from reconciler.providers.volcengine import VolcengineClient
 from reconciler.settings import Settings, volcengine_credentials
 
@@ -33,8 +35,16 @@ class VolcengineSessions:
             )
         )
 
-    async def start(self, spec: Mapping[str, Any]) -> None:
+    async def start(self, spec: Mapping[str, Any], owner: Owner) -> Mapping[str, str]:
+        # The declared AppId/RoomId/TaskId address the task: nothing to record, and no place
+        # for an owner tag is needed (a re-sent Start answers "already started").
         await self.client.start(spec)
+        return {}
+
+    async def update(self, ids: Mapping[str, str], change: SpecChange) -> None:
+        # Volcengine declares no in-place fields (UpdateVoiceChat cannot change a running
+        # task's configuration), so the plan never asks for this.
+        raise Terminal(f"volcengine cannot change {', '.join(change.changed)} in place")
 
     async def stop(self, provider_ids: Mapping[str, str]) -> None:
         ids = provider_ids
