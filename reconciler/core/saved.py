@@ -186,6 +186,7 @@ def _plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord]) -> Plan
                 ),
                 previous_identity=item.get("previous_identity"),
                 announcements=tuple(_announcement(a) for a in item.get("announcements", ())),
+                not_played=tuple(_announcement(a) for a in item.get("not_played", ())),
                 desired=_desired(desired) if desired is not None else None,
                 recorded=record,
             )
