@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--custom-llm",
         action="store_true",
         help="also serve a reference CustomLLM endpoint (contract-exact SSE) at "
-        "/custom-llm/v1/chat/completions on the same port",
+        "/custom-llm/v1/chat/completions on the same port (default: off)",
     )
     emulator.add_argument(
         "--custom-llm-reply",

@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 
 import httpx
 
-from reconciler.core.llm_contract import StreamJudge, excerpt, head_problem
+from reconciler.core.llm_contract import StreamJudge, excerpt, head_problem, mask
 from reconciler.core.llm_probe import ProbeRequest, ProbeResult
 
 DEFAULT_TIMEOUT = 10.0
@@ -82,7 +82,9 @@ async def _probe(
             f"timeout: {stage} within {timeout:g} s", status, first_byte, None, judge.chunks
         )
     except httpx.HTTPError as error:
-        return ProbeResult(_transport_problem(error), status, first_byte, None, judge.chunks)
+        # A URL given as a secret reference may be quoted in the error: mask it.
+        problem = mask(_transport_problem(error), hidden)
+        return ProbeResult(problem, status, first_byte, None, judge.chunks)
     done = time.monotonic() - started if judge.done else None
     return ProbeResult(judge.problem, status, first_byte, done, judge.chunks)
 

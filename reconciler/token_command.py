@@ -16,19 +16,21 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler import exit_codes
+from reconciler import cli_help, exit_codes
 
 _U32_MAX = 2**32 - 1
 _HELP = argparse.RawDescriptionHelpFormatter
 
-_EPILOG = """\
+_EPILOG = f"""\
 exit codes:
   0    the token was printed
-  1    the app key (or app id) is not configured, or the expiry is not after issued-at
-  2    usage error (a bad id or number): nothing was read
+  1    the app key (or the ARTC app id) is not configured, or the expiry is not after the
+       issue time
+{cli_help.COMMON_EXITS}
 
 settings read: RECONCILER_VOLCENGINE__APP_KEY (volcengine);
-RECONCILER_ALIYUN__ARTC_APP_ID and RECONCILER_ALIYUN__ARTC_APP_KEY (aliyun)."""
+RECONCILER_ALIYUN__ARTC_APP_ID and RECONCILER_ALIYUN__ARTC_APP_KEY (aliyun).
+{cli_help.SETTINGS}"""
 
 
 def add_parser(commands: Any) -> None:

@@ -209,3 +209,13 @@ def test_the_emulators_custom_llm_echoes_or_answers_as_told() -> None:
     assert b"Fixed" in b"".join(fixed.events)
     not_streaming = llm.answer("POST", {}, json.dumps({**request, "stream": False}).encode())
     assert not_streaming.status == 400
+
+
+def test_a_url_given_as_a_secret_is_shown_as_its_reference(ws: Workspace) -> None:
+    # The whole URL is a secret here (a token in its query), and nothing listens there.
+    secret_url = f"http://127.0.0.1:1/chat?token={KEY}"
+    ws.declare([llm_session("a", "${env:SECRET_LLM_URL}")])
+    result = ws.run_here("probe", str(ws.manifests), env={**ws.env(), "SECRET_LLM_URL": secret_url})
+    assert result.code == 1, str(result)
+    assert "✗ a: ${env:SECRET_LLM_URL}: cannot connect" in result.out
+    assert KEY not in result.out + result.err

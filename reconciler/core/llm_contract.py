@@ -42,13 +42,17 @@ def head_problem(status: int, content_type: str | None) -> str | None:
 def excerpt(body: bytes, hidden: Iterable[str]) -> str:
     """The start of an error body on one line, with every secret value masked (an endpoint may
     echo the Authorization header it was sent)."""
-    text = body.decode("utf-8", errors="replace")
-    for value in sorted((v for v in hidden if v), key=len, reverse=True):
-        text = text.replace(value, "***")
-    text = " ".join(text.split())
+    text = " ".join(mask(body.decode("utf-8", errors="replace"), hidden).split())
     if not text:
         return "(empty body)"
     return text if len(text) <= _EXCERPT_CHARS else text[:_EXCERPT_CHARS] + "…"
+
+
+def mask(text: str, hidden: Iterable[str]) -> str:
+    """`text` with every secret value replaced by ***, longest first."""
+    for value in sorted((v for v in hidden if v), key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
 
 
 class StreamJudge:
