@@ -43,7 +43,8 @@ async def _probe(
     client: httpx.AsyncClient, request: ProbeRequest, timeout: float, hidden: Collection[str]
 ) -> ProbeResult:
     started = time.monotonic()
-    stage = "no answer"
+    # What the timeout interrupted, to be said with the number of seconds.
+    stage = "no answer within {t} s"
     status: int | None = None
     judge = StreamJudge()
     first_byte: float | None = None
@@ -61,7 +62,7 @@ async def _probe(
                     if status != 200:
                         problem += ": " + excerpt(await _start_of(response), hidden)
                     return ProbeResult(problem, status)
-                stage = "HTTP 200 but no data"
+                stage = "HTTP 200 but no data within {t} s"
                 async for piece in response.aiter_bytes():
                     if not piece:
                         continue
@@ -72,14 +73,17 @@ async def _probe(
                         break
                     # The stream may take as long as it needs, but never go quiet for longer.
                     deadline.reschedule(loop.time() + timeout)
-                    stage = f"the stream went quiet after {judge.chunks} chunk(s), before [DONE]"
+                    stage = (
+                        f"the stream went quiet for {{t}} s after {judge.chunks} chunk(s), "
+                        "before [DONE]"
+                    )
                 else:
                     judge.finish()
             finally:
                 await response.aclose()
     except TimeoutError:
         return ProbeResult(
-            f"timeout: {stage} within {timeout:g} s", status, first_byte, None, judge.chunks
+            "timeout: " + stage.format(t=f"{timeout:g}"), status, first_byte, None, judge.chunks
         )
     except httpx.HTTPError as error:
         # A URL given as a secret reference may be quoted in the error: mask it.

@@ -17,6 +17,7 @@ BEHAVIOURS = (
     "good",
     "slow",
     "stall",
+    "silent",
     "unauthorized",
     "wrong-type",
     "no-done",
@@ -60,6 +61,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(401, "application/json", json.dumps({"error": f"bad {echo}"}))
         if behaviour == "wrong-type":
             return self._send(200, "application/json", json.dumps({"choices": []}))
+        if behaviour == "silent":  # headers, then nothing
+            self._start_stream()
+            self.wfile.flush()
+            self.server.release.wait(30)
+            return None
         if behaviour == "stall":
             self._start_stream()
             self.wfile.write(chunk_line("thinking"))

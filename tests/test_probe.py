@@ -69,7 +69,8 @@ def test_each_endpoint_is_judged_for_its_own_session(
         "good": "✓ good: ok (",
         "good-too": "✓ good-too: ok (",
         "slow": "timeout: no answer within 3 s",
-        "stall": "timeout: the stream went quiet after 1 chunk(s), before [DONE] within 3 s",
+        "silent": "timeout: HTTP 200 but no data within 3 s",
+        "stall": "timeout: the stream went quiet for 3 s after 1 chunk(s), before [DONE]",
         "unauthorized": 'HTTP 401: {"error": "bad Bearer ***"}',
         "wrong-type": "Content-Type is 'application/json', not text/event-stream",
         "no-done": "the stream ended after 2 chunk(s) without data: [DONE]",
@@ -82,7 +83,7 @@ def test_each_endpoint_is_judged_for_its_own_session(
     bad = set(BEHAVIOURS) - {"good"}
     assert all(lines[name].startswith("✗ ") for name in bad)
     assert "first byte" in lines["good"] and "[DONE]" in lines["good"]
-    assert "Probe: 8 endpoint call(s) for 9 session(s): 2 good, 7 bad" in result.out
+    assert "Probe: 9 endpoint call(s) for 10 session(s): 2 good, 8 bad" in result.out
 
     # One call per endpoint, however many sessions share it; the key reached each one.
     assert len(endpoints.received("good")) == 1
