@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from reconciler import __version__, cli_help, exit_codes
+from reconciler import __version__, cli_help, exit_codes, probe_command, token_command
 from reconciler.core.selection import Requirement, SelectorError, parse_selector
 from reconciler.errors import ReconcilerError, UsageError, ValidationFailed
 from reconciler.option_types import non_negative_float, non_negative_int, port, rate
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _guard_options(apply)
     _selection_options(apply)
+    probe_command.add_apply_options(apply)
 
     state = commands.add_parser(
         "state",
@@ -199,6 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seed of the fault draws, for a repeatable run (default: %(default)s, random)",
     )
+    emulator.add_argument(
+        "--custom-llm",
+        action="store_true",
+        help="also serve a reference CustomLLM endpoint (contract-exact SSE) at "
+        "/custom-llm/v1/chat/completions on the same port (default: off)",
+    )
+    emulator.add_argument(
+        "--custom-llm-reply",
+        metavar="TEXT",
+        help="what the CustomLLM endpoint answers (default: an echo of the last user turn)",
+    )
+    emulator.add_argument(
+        "--custom-llm-api-key",
+        metavar="KEY",
+        help="the Bearer token the CustomLLM endpoint requires (default: any)",
+    )
+    probe_command.add_parser(commands)
+    token_command.add_parser(commands)
     return parser
 
 
@@ -314,4 +333,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from reconciler.commands import emulator
 
         return emulator(args)
+    if args.command == "probe":
+        return probe_command.probe(args)
+    if args.command == "token":
+        return token_command.token(args)
     raise AssertionError(f"unhandled command {args.command}")

@@ -277,10 +277,16 @@ def _unlock(store: StateStore) -> int:
 
 
 def emulator(args: argparse.Namespace) -> int:
+    from reconciler.emulator.custom_llm import CustomLlm
     from reconciler.emulator.server import run_emulator
     from reconciler.emulator.volcengine import Faults
 
     settings = load_settings()
+    custom_llm = (
+        CustomLlm(api_key=args.custom_llm_api_key, reply=args.custom_llm_reply)
+        if args.custom_llm
+        else None
+    )
     run_emulator(
         port=args.port if args.port is not None else settings.emulator.port,
         access_key_id=args.access_key_id or settings.emulator.access_key_id,
@@ -300,5 +306,6 @@ def emulator(args: argparse.Namespace) -> int:
             late_504_rate=args.late_504_rate,
             seed=args.seed,
         ),
+        custom_llm=custom_llm,
     )
     return exit_codes.OK

@@ -19,6 +19,7 @@ from types import FrameType, TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from reconciler.emulator.custom_llm import CUSTOM_LLM_PATH, CustomLlm, serve_custom_llm
 from reconciler.emulator.volcengine import (
     DEFAULT_ALREADY_STARTED_CODE,
     DEFAULT_API_VERSION,
@@ -44,6 +45,8 @@ class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     # The default backlog of 5 drops connections when a pool of clients connects at once.
     request_queue_size = 256
+    # The reference CustomLLM endpoint at CUSTOM_LLM_PATH, when served (`--custom-llm`).
+    custom_llm: CustomLlm | None = None
 
     def __init__(self, address: tuple[str, int], api: VolcengineApi) -> None:
         self.api = api
@@ -98,6 +101,9 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         url = urlsplit(self.path)
+        if url.path == CUSTOM_LLM_PATH and self.server.custom_llm is not None:
+            serve_custom_llm(self.server.custom_llm, self, body)
+            return
         if url.path.startswith(CONTROL_PREFIX):
             status, payload = self._control(url.path[len(CONTROL_PREFIX) :], body)
             self._send(status, json.dumps(payload).encode("utf-8"))
@@ -192,6 +198,7 @@ class EmulatorServer:
         already_started_code: str = DEFAULT_ALREADY_STARTED_CODE,
         not_found_code: str = DEFAULT_NOT_FOUND_CODE,
         clock: Clock = utc_now,
+        custom_llm: CustomLlm | None = None,
     ) -> None:
         self.api = VolcengineApi(
             credentials=[Credential(access_key_id, secret_access_key, session_token)],
@@ -203,6 +210,7 @@ class EmulatorServer:
             clock=clock,
         )
         self._httpd = _HttpServer((host, port), self.api)
+        self._httpd.custom_llm = custom_llm
         self._thread: threading.Thread | None = None
 
     @property
@@ -280,6 +288,7 @@ def run_emulator(
     session_token: str | None = None,
     already_started_code: str = DEFAULT_ALREADY_STARTED_CODE,
     not_found_code: str = DEFAULT_NOT_FOUND_CODE,
+    custom_llm: CustomLlm | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; announce the address on one flushed stdout line.
 
@@ -302,6 +311,7 @@ def run_emulator(
             session_token=session_token,
             already_started_code=already_started_code,
             not_found_code=not_found_code,
+            custom_llm=custom_llm,
         )
     except OSError as error:  # the port is taken, or not ours to bind
         raise ReconcilerError(f"cannot listen on {host}:{port}: {os_reason(error)}") from None
@@ -309,6 +319,8 @@ def run_emulator(
     try:
         with server:
             print(f"emulator listening on {server.url}", flush=True)
+            if custom_llm is not None:
+                print(f"custom LLM at {server.url}{CUSTOM_LLM_PATH}", flush=True)
             # A timed wait keeps the main thread returning to the interpreter, where the
             # signal handler runs.
             while not stopping.wait(0.5):
