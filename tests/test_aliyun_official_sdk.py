@@ -92,7 +92,8 @@ def test_the_sdk_drives_every_action(emulator: EmulatorServer) -> None:
     assert stored["Status"] == "Finished"
     # (the SDK also sends its model's empty arrays, such as TtsConfig.PronunciationRules)
     assert stored["AgentConfig"]["TtsConfig"]["VoiceId"] == "xiaoyun"
-    assert stored["Speeches"] == [{"Text": "We close at six.", "EnableInterrupt": "true"}]
+    # Python's SDK writes booleans as str() does: "True"; the emulator reads any case.
+    assert stored["Speeches"] == [{"Text": "We close at six.", "EnableInterrupt": "True"}]
     assert emulator.aliyun.calls()["by_outcome"] == {"ok": 7}
 
 
