@@ -15,7 +15,7 @@ import json
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from random import Random
@@ -103,7 +103,8 @@ class AliyunApi:
     def _reset_locked(self) -> None:
         self._instances = Instances(**self._instance_args)
         self._instances.finish_after = self._initial_finish_after
-        self._nonces: dict[str, datetime] = {}
+        self._nonces: set[str] = set()
+        self._nonce_order: deque[tuple[datetime, str]] = deque()  # oldest first
         self._by_action: Counter[str] = Counter()
         self._by_outcome: Counter[str] = Counter()
         self._throttled = 0
@@ -229,12 +230,13 @@ class AliyunApi:
         )
         if isinstance(verdict, Refused):
             return self._error(verdict.code, verdict.message)
-        for nonce, seen in list(self._nonces.items()):
-            if now - seen > 2 * VALIDITY:  # older than any date the gateway still accepts
-                del self._nonces[nonce]
+        # Forget nonces older than any date the gateway still accepts.
+        while self._nonce_order and now - self._nonce_order[0][0] > 2 * VALIDITY:
+            self._nonces.discard(self._nonce_order.popleft()[1])
         if verdict.nonce in self._nonces:
             return self._error("SignatureNonceUsed", "Specified signature nonce was used already.")
-        self._nonces[verdict.nonce] = now
+        self._nonces.add(verdict.nonce)
+        self._nonce_order.append((now, verdict.nonce))
         return None
 
     def _throttle_or_execute(self, action: str, params: dict[str, str], now: datetime) -> Reply:

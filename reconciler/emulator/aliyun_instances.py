@@ -141,6 +141,8 @@ class Instances:
         self._not_found_code = not_found_code
         self.finish_after: float | None = None
         self.table: dict[str, Instance] = {}
+        # (ChannelId, AgentUserId) → the instance that last took that seat, live or not.
+        self._seats: dict[tuple[str, str], Instance] = {}
 
     def expire(self, now: datetime) -> None:
         """Finish every instance older than `finish_after`, as an idle timeout would."""
@@ -177,15 +179,9 @@ class Instances:
         channel = self._runtime_string(runtime, "ChannelId")
         user = self._runtime_string(runtime, "AgentUserId")
         self._check_token(self._runtime_string(runtime, "AuthToken"), channel, user, now)
-        for other in self.table.values():
-            if other.live and (
-                other.runtime.get("ChannelId"),
-                other.runtime.get("AgentUserId"),
-            ) == (
-                channel,
-                user,
-            ):
-                other.finish(now, HANGUP_SYSTEM)  # pushed out of the channel by the newcomer
+        seated = self._seats.get((channel, user))
+        if seated is not None and seated.live:
+            seated.finish(now, HANGUP_SYSTEM)  # pushed out of the channel by the newcomer
         instance = Instance(
             instance_id=secrets.token_hex(16),
             agent_id=agent_id,
@@ -197,6 +193,7 @@ class Instances:
             created_at=now,
         )
         self.table[instance.instance_id] = instance
+        self._seats[(channel, user)] = instance
         return {"InstanceId": instance.instance_id}
 
     def stop(self, params: Mapping[str, str], now: datetime) -> dict[str, Any]:
