@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from aliyun_helpers import AGENT, ARTC, emulator_kwargs, make_client, make_sessions, spec
+from aliyun_helpers import AGENT, AK, ARTC, SK, emulator_kwargs, make_client, make_sessions, spec
 
 from reconciler.core.model import Announcement
 from reconciler.emulator.server import EmulatorServer
@@ -234,3 +234,40 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+async def test_from_settings_reaches_the_configured_endpoint(emulator: EmulatorServer) -> None:
+    from pydantic import SecretStr
+
+    from reconciler.settings import AliyunSettings, Settings
+
+    settings = Settings(
+        aliyun=AliyunSettings(
+            endpoint=emulator.url,
+            access_key_id=AK,
+            access_key_secret=SecretStr(SK),
+            artc_app_id=ARTC.app_id,
+            artc_app_key=SecretStr(ARTC.app_key),
+        )
+    )
+    provider = AliyunSessions.from_settings(settings, max_connections=4)
+    try:
+        ids = await provider.start(spec(), OWNER)
+        assert (await provider.observe(ids)).liveness is Liveness.RUNNING
+    finally:
+        await provider.aclose()
+
+
+def test_from_settings_names_a_missing_artc_app(emulator: EmulatorServer) -> None:
+    from pydantic import SecretStr
+
+    from reconciler.errors import SettingsError
+    from reconciler.settings import AliyunSettings, Settings
+
+    settings = Settings(
+        aliyun=AliyunSettings(
+            endpoint=emulator.url, access_key_id=AK, access_key_secret=SecretStr(SK)
+        )
+    )
+    with pytest.raises(SettingsError, match="RECONCILER_ALIYUN__ARTC_APP_ID"):
+        AliyunSessions.from_settings(settings, max_connections=4)
