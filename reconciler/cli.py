@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulator = commands.add_parser(
         "emulator",
         help="run the local cloud stand-in",
-        description="A local, signature-checking stand-in of the Volcengine API.",
+        description="A local, signature-checking stand-in of the Volcengine and Alibaba Cloud "
+        "APIs, both on one port.",
         epilog=cli_help.EMULATOR,
         formatter_class=_HELP,
     )
@@ -130,14 +131,34 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument(
         "--access-key-id",
         metavar="ID",
-        help="the access key id it accepts "
+        help="the access key id it accepts, on both clouds "
         "(default: RECONCILER_EMULATOR__ACCESS_KEY_ID, else AKLTemulator)",
     )
     emulator.add_argument(
         "--secret-access-key",
         metavar="KEY",
-        help="the secret key it checks signatures with "
+        help="the secret key it checks signatures with, on both clouds "
         "(default: RECONCILER_EMULATOR__SECRET_ACCESS_KEY, else emulator-secret)",
+    )
+    emulator.add_argument(
+        "--artc-app-id",
+        metavar="ID",
+        help="the ARTC app whose AuthTokens Alibaba Cloud agents must carry "
+        "(default: RECONCILER_ALIYUN__ARTC_APP_ID, else artc-emulator-app)",
+    )
+    emulator.add_argument(
+        "--artc-app-key",
+        metavar="KEY",
+        help="the key it checks those AuthTokens with "
+        "(default: RECONCILER_ALIYUN__ARTC_APP_KEY, else artc-emulator-key)",
+    )
+    emulator.add_argument(
+        "--aliyun-finish-after",
+        type=non_negative_float,
+        metavar="SECONDS",
+        default=None,
+        help="Alibaba Cloud agent instances finish by themselves this long after their Start, "
+        "as an idle timeout would (default: %(default)s, never)",
     )
     emulator.add_argument(
         "--region",
@@ -176,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=rate,
         metavar="R",
         default=0.0,
-        help="share of calls answered 429 without taking effect (default: %(default)s)",
+        help="share of calls throttled without taking effect: Volcengine 429, Alibaba Cloud "
+        "400 Throttling.User (default: %(default)s)",
     )
     emulator.add_argument(
         "--lost-response-rate",

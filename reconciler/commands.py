@@ -276,9 +276,14 @@ def _unlock(store: StateStore) -> int:
     return exit_codes.OK
 
 
+def _artc_key(settings: Settings) -> str | None:
+    key = settings.aliyun.artc_app_key
+    return key.get_secret_value() if key is not None else None
+
+
 def emulator(args: argparse.Namespace) -> int:
     from reconciler.emulator.custom_llm import CustomLlm
-    from reconciler.emulator.server import run_emulator
+    from reconciler.emulator.server import DEFAULT_ARTC_APP_ID, DEFAULT_ARTC_APP_KEY, run_emulator
     from reconciler.emulator.volcengine import Faults
 
     settings = load_settings()
@@ -295,6 +300,9 @@ def emulator(args: argparse.Namespace) -> int:
         ),
         region=args.region or settings.volcengine.region,
         api_version=args.api_version or settings.volcengine.api_version,
+        artc_app_id=args.artc_app_id or settings.aliyun.artc_app_id or DEFAULT_ARTC_APP_ID,
+        artc_app_key=args.artc_app_key or _artc_key(settings) or DEFAULT_ARTC_APP_KEY,
+        aliyun_finish_after=args.aliyun_finish_after,
         faults=Faults(
             qps=args.qps or None,
             latency=args.latency,

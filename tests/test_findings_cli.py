@@ -235,7 +235,7 @@ def test_every_emulator_knob_has_help_and_its_default(tmp_path: Path) -> None:
             knobs.append(line.strip())
         elif knobs and line.startswith("    "):
             knobs[-1] += " " + line.strip()
-    assert len(knobs) == 15, options
+    assert len(knobs) == 18, options
     for knob in knobs:
         assert "(default: " in knob, knob
     # The defaults it names for the settings-backed options are the settings' own.
