@@ -123,38 +123,53 @@ def read_documents(paths: list[str]) -> tuple[list[Document], list[Problem]]:
     A saved plan (`plan --out`) found in a directory is not a manifest and is skipped; one
     named explicitly is a mistake worth a clear message."""
     files, problems = discover(paths)
-    explicit = {path for path in paths if os.path.isfile(path)}
+    explicit = explicit_files(paths)
     documents: list[Document] = []
     for path in files:
-        try:
-            size = Path(path).stat().st_size
-            if size > MAX_FILE_BYTES:
-                problems.append(
-                    Problem(path, "", f"{size} bytes is larger than the 8 MiB limit for one file")
-                )
-                continue
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            problems.append(Problem(path, "", f"cannot read: {exc.strerror or exc}"))
+        data = read_bytes(path)
+        if isinstance(data, Problem):
+            problems.append(data)
             continue
-        try:
-            document = parse_document(path, data)
-        except ValidationFailed as failed:
-            problems.extend(failed.problems)
-            continue
-        if _is_saved_plan(document):
-            if path in explicit:
-                problems.append(
-                    Problem(
-                        path,
-                        "",
-                        "this is a saved plan, not a manifest: apply it with "
-                        f"`reconciler apply {path}`",
-                    )
-                )
-            continue
-        documents.append(document)
+        document, document_problems = document_from(path, data, explicit=path in explicit)
+        problems.extend(document_problems)
+        if document is not None:
+            documents.append(document)
     return documents, problems
+
+
+def explicit_files(paths: list[str]) -> frozenset[str]:
+    """The paths given as files rather than directories (read whatever their suffix)."""
+    return frozenset(path for path in paths if os.path.isfile(path))
+
+
+def read_bytes(path: str) -> bytes | Problem:
+    """The file's bytes, or the problem that stops them being read (too large, unreadable)."""
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_FILE_BYTES:
+            return Problem(path, "", f"{size} bytes is larger than the 8 MiB limit for one file")
+        return Path(path).read_bytes()
+    except OSError as exc:
+        return Problem(path, "", f"cannot read: {exc.strerror or exc}")
+
+
+def document_from(
+    path: str, data: bytes, *, explicit: bool
+) -> tuple[Document | None, list[Problem]]:
+    """The parsed document, or None: with its problem when it does not parse (or is a saved
+    plan named explicitly), with none when it is a saved plan met in a directory walk."""
+    try:
+        document = parse_document(path, data)
+    except ValidationFailed as failed:
+        return None, list(failed.problems)
+    if _is_saved_plan(document):
+        if explicit:
+            message = (
+                f"this is a saved plan, not a manifest: apply it with `reconciler apply {path}`"
+            )
+            return None, [Problem(path, "", message)]
+        return None, []
+    return document, []
 
 
 def _is_saved_plan(document: Document) -> bool:
