@@ -56,16 +56,18 @@ def test_a_burst_settles_before_the_run_and_becomes_one_batch() -> None:
     async def main() -> None:
         clock = FakeClock()
         queue = _queue(clock)
-        posts = iter([FILE, FILE, Trigger(Source.CALLBACK, "lobby"), FILE])
+        task = Trigger(Source.CALLBACK, provider="volcengine", identity="app/room/task")
+        posts = iter([FILE, FILE, Trigger(Source.CALLBACK, "lobby"), FILE, task])
         # Each event of the burst arrives while the queue waits out the debounce.
         clock.during_sleep = lambda: next((queue.post(t) for t in posts), None)
         queue.post(FILE)
         batch = await queue.next_batch()
         assert batch is not None
-        assert batch.counts == {FILE: 4, Trigger(Source.CALLBACK, "lobby"): 1}
-        assert batch.total == 5 and batch.sessions == {"lobby"}
+        assert batch.counts == {FILE: 4, Trigger(Source.CALLBACK, "lobby"): 1, task: 1}
+        assert batch.total == 6 and batch.sessions == {"lobby"}
+        assert batch.identities == {("volcengine", "app/room/task")}
         assert batch.sources == {Source.FILE, Source.CALLBACK}
-        assert len(clock.slept) == 5  # the quiet period restarted with every event
+        assert len(clock.slept) == 6  # the quiet period restarted with every event
 
     asyncio.run(main())
 

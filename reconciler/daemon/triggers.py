@@ -34,11 +34,15 @@ class Source(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Trigger:
-    """One "look again": where it came from, and the session it is about when it names one
-    (a callback does; a file event or the timer does not)."""
+    """One "look again": where it came from, and what it is about when it says (a callback
+    does; a file event or the timer does not): the session's name where known (an Aliyun
+    callback carries our owner tag), else the provider's task identity (a Volcengine callback
+    names AppId/RoomId/TaskId, the identity records are keyed by)."""
 
     source: Source
     session: str | None = None
+    provider: str | None = None
+    identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,15 @@ class Batch:
     def sessions(self) -> frozenset[str]:
         """The sessions some trigger named (callbacks): worth observing first."""
         return frozenset(t.session for t in self.counts if t.session is not None)
+
+    @property
+    def identities(self) -> frozenset[tuple[str, str]]:
+        """The (provider, task identity) pairs some trigger named (Volcengine callbacks)."""
+        return frozenset(
+            (t.provider, t.identity)
+            for t in self.counts
+            if t.provider is not None and t.identity is not None
+        )
 
     @property
     def total(self) -> int:
