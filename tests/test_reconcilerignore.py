@@ -3,6 +3,7 @@ discover() on real directories: what a walk reads is what git would track."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -147,11 +148,15 @@ def test_a_walk_reads_exactly_what_git_would_track(tmp_path: Path, patterns: str
     root = Path(tempfile.mkdtemp(dir=tmp_path))
     found = _found(root, patterns)
     assert _GIT is not None
-    subprocess.run([_GIT, "init", "-q", str(root)], check=True)
+    # Only the ignore file under test: no user or system configuration, no global excludes.
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    git = [_GIT, "-c", f"core.excludesFile={os.devnull}"]
+    subprocess.run([*git, "init", "-q", str(root)], check=True, env=env)
     (root / ".gitignore").write_text(patterns)
     listed = subprocess.run(
-        [_GIT, "-C", str(root), "ls-files", "--others", "--exclude-standard"],
+        [*git, "-C", str(root), "ls-files", "--others", "--exclude-standard"],
         check=True,
+        env=env,
         capture_output=True,
         text=True,
     ).stdout.split()
