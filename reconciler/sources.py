@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+
+from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
 from reconciler.core.load import MAX_FILE_BYTES, SUFFIXES, Document, parse_document
 from reconciler.core.render import PLAN_KIND
@@ -37,21 +40,23 @@ IGNORE_FILE = ".reconcilerignore"
 def _walk(root: str) -> list[str]:
     """Manifests under root, skipping what a `.reconcilerignore` in root excludes (like Flux's
     .sourceignore: CI files or fixtures can sit beside manifests without being read as ones)."""
-    ignored = _ignore_patterns(root)
+    ignored = ignore_rules(root)
     files: list[str] = []
     for directory, subdirs, names in os.walk(root):
         relative = os.path.relpath(directory, root)
+        # An ignored directory is not entered, so (as in git) no `!` pattern can bring back a
+        # file below it.
         subdirs[:] = sorted(
             d
             for d in subdirs
-            if not d.startswith(".") and not _is_ignored(_join(relative, d), True, ignored)
+            if not d.startswith(".") and not is_ignored(ignored, _join(relative, d), is_dir=True)
         )
         for name in sorted(names):
             if (
                 not name.startswith(".")
                 and name.lower().endswith(SUFFIXES)
                 and name not in RESERVED_NAMES
-                and not _is_ignored(_join(relative, name), False, ignored)
+                and not is_ignored(ignored, _join(relative, name), is_dir=False)
             ):
                 files.append(os.path.join(directory, name))
     return files
@@ -61,29 +66,54 @@ def _join(directory: str, name: str) -> str:
     return name if directory == "." else f"{directory}/{name}".replace(os.sep, "/")
 
 
-def _ignore_patterns(root: str) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class IgnoreRule:
+    """One pattern line: `include` True ignores, False (`!`) re-includes."""
+
+    include: bool
+    regex: re.Pattern[str]
+    directories_only: bool
+
+
+def ignore_rules(root: str) -> tuple[IgnoreRule, ...]:
+    """The patterns of root's `.reconcilerignore` (none without the file), each translated to
+    a regular expression by pathspec's GitIgnoreSpecPattern: `*` stops at `/`, `**` crosses
+    directories, `!` re-includes, a leading or inner `/` anchors at root, `\\#` and `\\!`
+    escape a leading `#` or `!`."""
     try:
         text = Path(root, IGNORE_FILE).read_text(encoding="utf-8")
     except OSError:
-        return []
-    lines = (line.strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+        return ()
+    return tuple(rule for line in text.splitlines() if (rule := _rule(line)) is not None)
 
 
-def _is_ignored(relative: str, is_dir: bool, patterns: list[str]) -> bool:
-    """gitignore-style: `dir/` matches directories only; a pattern without a slash matches a
-    name at any depth; one with a slash matches the path from the ignore file's directory."""
-    for pattern in patterns:
-        directory_only = pattern.endswith("/")
-        pattern = pattern.rstrip("/")
-        if directory_only and not is_dir:
+def _rule(line: str) -> IgnoreRule | None:
+    if not line.endswith("\\ "):
+        line = line.rstrip(" ")  # git drops trailing spaces unless escaped
+    # A trailing `/` says "directories only"; the rest is matched like any pattern, so that
+    # the directory itself is what matches (not, as pathspec has it, what is inside it).
+    directories_only = line.endswith("/") and line.strip("!/") != ""
+    pattern = GitIgnoreSpecPattern(line.rstrip("/") if directories_only else line)
+    if pattern.include is None or pattern.regex is None:
+        return None  # a comment or a blank line
+    return IgnoreRule(pattern.include, pattern.regex, directories_only)
+
+
+def is_ignored(rules: tuple[IgnoreRule, ...], relative: str, *, is_dir: bool) -> bool:
+    """Whether git would ignore this one path (relative to the ignore file's directory,
+    `/`-separated), its parent directories being not ignored (the walk prunes those).
+
+    The last rule that matches the path itself decides. pathspec's own GitIgnoreSpec also
+    counts a rule matching a parent directory (its `ps_d` group), so that there `!x` brings
+    back `x/f.yaml` under an ignored `x/`, and `ci/**` ignores `ci` itself; git does neither."""
+    verdict = False
+    for rule in rules:
+        if rule.directories_only and not is_dir:
             continue
-        if "/" in pattern:
-            if fnmatch.fnmatchcase(relative, pattern.lstrip("/")):
-                return True
-        elif fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern):
-            return True
-    return False
+        found = rule.regex.search(relative)
+        if found is not None and found.groupdict().get("ps_d") is None:
+            verdict = rule.include
+    return verdict
 
 
 def read_documents(paths: list[str]) -> tuple[list[Document], list[Problem]]:
@@ -93,38 +123,53 @@ def read_documents(paths: list[str]) -> tuple[list[Document], list[Problem]]:
     A saved plan (`plan --out`) found in a directory is not a manifest and is skipped; one
     named explicitly is a mistake worth a clear message."""
     files, problems = discover(paths)
-    explicit = {path for path in paths if os.path.isfile(path)}
+    explicit = explicit_files(paths)
     documents: list[Document] = []
     for path in files:
-        try:
-            size = Path(path).stat().st_size
-            if size > MAX_FILE_BYTES:
-                problems.append(
-                    Problem(path, "", f"{size} bytes is larger than the 8 MiB limit for one file")
-                )
-                continue
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            problems.append(Problem(path, "", f"cannot read: {exc.strerror or exc}"))
+        data = read_bytes(path)
+        if isinstance(data, Problem):
+            problems.append(data)
             continue
-        try:
-            document = parse_document(path, data)
-        except ValidationFailed as failed:
-            problems.extend(failed.problems)
-            continue
-        if _is_saved_plan(document):
-            if path in explicit:
-                problems.append(
-                    Problem(
-                        path,
-                        "",
-                        "this is a saved plan, not a manifest: apply it with "
-                        f"`reconciler apply {path}`",
-                    )
-                )
-            continue
-        documents.append(document)
+        document, document_problems = document_from(path, data, explicit=path in explicit)
+        problems.extend(document_problems)
+        if document is not None:
+            documents.append(document)
     return documents, problems
+
+
+def explicit_files(paths: list[str]) -> frozenset[str]:
+    """The paths given as files rather than directories (read whatever their suffix)."""
+    return frozenset(path for path in paths if os.path.isfile(path))
+
+
+def read_bytes(path: str) -> bytes | Problem:
+    """The file's bytes, or the problem that stops them being read (too large, unreadable)."""
+    try:
+        size = Path(path).stat().st_size
+        if size > MAX_FILE_BYTES:
+            return Problem(path, "", f"{size} bytes is larger than the 8 MiB limit for one file")
+        return Path(path).read_bytes()
+    except OSError as exc:
+        return Problem(path, "", f"cannot read: {exc.strerror or exc}")
+
+
+def document_from(
+    path: str, data: bytes, *, explicit: bool
+) -> tuple[Document | None, list[Problem]]:
+    """The parsed document, or None: with its problem when it does not parse (or is a saved
+    plan named explicitly), with none when it is a saved plan met in a directory walk."""
+    try:
+        document = parse_document(path, data)
+    except ValidationFailed as failed:
+        return None, list(failed.problems)
+    if _is_saved_plan(document):
+        if explicit:
+            message = (
+                f"this is a saved plan, not a manifest: apply it with `reconciler apply {path}`"
+            )
+            return None, [Problem(path, "", message)]
+        return None, []
+    return document, []
 
 
 def _is_saved_plan(document: Document) -> bool:

@@ -1,0 +1,1 @@
+"""The long-running daemon's parts: triggers, snapshots, callbacks, metrics, logs, HTTP, lease."""
