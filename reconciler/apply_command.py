@@ -35,6 +35,7 @@ from reconciler.core.saved import (
 )
 from reconciler.errors import PlanRefused, UsageError
 from reconciler.providers.base import SessionProvider
+from reconciler.providers.registry import PROVIDERS, provider_rules
 from reconciler.retrying import RetryPolicy, TokenBucket
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import LockHandle, StateStore
@@ -119,6 +120,7 @@ async def _apply_files(
             created_at=utc_now(),
             selection=selection_from(args),
             given_paths=path_forms(args.paths),
+            rules=provider_rules(),
         )
         return await _execute(args, applier, plan, recovered, scope.reporter)
 
@@ -156,7 +158,7 @@ def _apply_saved(
         reason = staleness(saved, meta, datetime.now(UTC), settings.plan_max_age)
         if reason is not None:
             raise PlanRefused(reason)
-        plan = plan_from_saved(saved, store.list_records(), path)
+        plan = plan_from_saved(saved, store.list_records(), path, provider_rules())
         desired = [action.desired for action in plan.actions if action.desired is not None]
         secrets = secrets_for(desired, strict=True)
 
@@ -207,11 +209,13 @@ class _ApplierScope:
             store=store,
             lock=held,
             providers=_LazyProviders(settings, self.built),
+            registry=PROVIDERS,
             secrets=secrets,
             sensitive=schema_set().sensitive,
             now=utc_now,
             policy=RetryPolicy(settings.max_attempts, settings.max_retry_seconds),
-            buckets={"volcengine": TokenBucket(settings.rate_limit)},
+            # One bucket per provider account: each cloud limits its own calls.
+            buckets={name: TokenBucket(settings.rate_limit) for name in PROVIDERS},
             parallelism=settings.parallelism,
             adopt_running=args.adopt_running,
             on_result=self.reporter,
@@ -226,7 +230,8 @@ class _ApplierScope:
 
 
 class _LazyProviders(Mapping[str, SessionProvider]):
-    """Providers built on first use, so a run with nothing to do needs no credentials."""
+    """Providers built on first use, so a run with nothing to do needs no credentials, and a
+    provider whose settings are missing is an error only when the plan calls it."""
 
     def __init__(self, settings: Settings, built: dict[str, SessionProvider]) -> None:
         self.settings = settings
@@ -234,20 +239,15 @@ class _LazyProviders(Mapping[str, SessionProvider]):
 
     def __getitem__(self, name: str) -> SessionProvider:
         if name not in self.built:
-            if name != "volcengine":
-                raise KeyError(name)
-            from reconciler.providers.volcengine_sessions import VolcengineSessions
-
-            self.built[name] = VolcengineSessions.from_settings(
-                self.settings, max_connections=self.settings.parallelism
-            )
+            spec = PROVIDERS[name]
+            self.built[name] = spec.build(self.settings, self.settings.parallelism)
         return self.built[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(("volcengine",))
+        return iter(PROVIDERS)
 
     def __len__(self) -> int:
-        return 1
+        return len(PROVIDERS)
 
 
 def _confirm(args: argparse.Namespace) -> None:

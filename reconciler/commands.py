@@ -25,6 +25,7 @@ from reconciler.errors import (
     ValidationFailed,
     os_reason,
 )
+from reconciler.providers.registry import provider_rules
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.empty import EmptyState
@@ -81,6 +82,7 @@ def _plan_from_files(
         selection=selection,
         given_paths=path_forms(paths),
         empty_references=secrets.empty,
+        rules=provider_rules(),
     )
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from reconciler.emulator.server import EmulatorServer
 from reconciler.emulator.volcengine import Faults
-from reconciler.providers.volcengine import VolcengineClient
+from reconciler.providers.volcengine.client import VolcengineClient
 
 AK = "AKLTapplytests"
 SK = "apply-tests-secret-access-key"

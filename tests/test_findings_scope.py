@@ -434,7 +434,9 @@ def test_many_kept_sessions_still_fit_the_comment_limit() -> None:
     from reconciler.core.outcome import action_outcome
     from reconciler.core.plan import Guards, make_plan
     from reconciler.core.render_markdown import GITHUB_COMMENT_LIMIT, render_markdown
+    from reconciler.providers.registry import provider_rules
 
+    RULES = provider_rules()
     meta = StateMeta("lineage", 1, b"k" * 32)
 
     def declared(index: int) -> DesiredSession:
@@ -444,13 +446,13 @@ def test_many_kept_sessions_still_fit_the_comment_limit() -> None:
         )
 
     sessions = [declared(i) for i in range(3000)]
-    started = make_plan(sessions, [], meta, {}, {}, Guards(max_stops=None))
+    started = make_plan(sessions, [], meta, {}, {}, Guards(max_stops=None), rules=RULES)
     records = [
         replace(record, protect=True)
         for action in started.actions
-        if (record := action_outcome(action, b"k" * 32, {}, {}, "t")) is not None
+        if (record := action_outcome(action, b"k" * 32, {}, {}, "t", rules=RULES)) is not None
     ]
-    plan = make_plan([declared(9999)], records, meta, {}, {})
+    plan = make_plan([declared(9999)], records, meta, {}, {}, rules=RULES)
     assert len(plan.kept) == 3000 and not plan.violations
     text = render_markdown(plan, {}, artifact="plan.json")
     assert len(text) <= GITHUB_COMMENT_LIMIT

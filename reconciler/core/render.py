@@ -238,6 +238,7 @@ def _action_document(action: Action, sensitive: Mapping[str, SensitivePaths]) ->
         {"id": a.id, "message": a.message, "interrupt_mode": a.interrupt_mode}
         for a in action.announcements
     ]
+    document["in_place_paths"] = list(action.in_place_paths)
     document["not_played"] = [
         {"id": a.id, "message": a.message, "interrupt_mode": a.interrupt_mode}
         for a in action.not_played

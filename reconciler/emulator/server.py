@@ -28,7 +28,7 @@ from reconciler.emulator.volcengine import (
     VolcengineApi,
 )
 from reconciler.errors import ReconcilerError, os_reason
-from reconciler.providers.signing import Clock, Credential, parse_query, utc_now
+from reconciler.providers.volcengine.signing import Clock, Credential, parse_query, utc_now
 
 log = logging.getLogger(__name__)
 

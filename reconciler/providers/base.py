@@ -13,12 +13,16 @@ server-chosen InstanceId). `stop`, `update`, `announce` and `observe` receive th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from reconciler.core.model import Announcement
+from reconciler.core.providers import ProviderRules
+
+if TYPE_CHECKING:
+    from reconciler.settings import Settings
 
 # The key under which an owner tag sits where the cloud keeps user data (Aliyun's UserData).
 OWNER_TAG_KEY = "reconciler"
@@ -118,3 +122,34 @@ class ObservingProvider(SessionProvider, Protocol):
     async def list_live(self, scope: Mapping[str, str]) -> Sequence[LiveSession]:
         """Every live session under `scope` (Aliyun: {"AIAgentId": ...}), all pages."""
         ...
+
+
+class Recovery(StrEnum):
+    """How the engine settles a Start whose answer was lost (a late 504, a dropped connection,
+    a killed run)."""
+
+    # Send the same Start again: the declared identity addresses the session, and "already
+    # started" (Conflict) means the lost one took effect (Volcengine).
+    RESEND = "resend"
+    # The cloud assigns the id and Start is not idempotent: start again into the same channel
+    # with a new attempt (the newcomer replaces the unaddressable earlier one), then list the
+    # live sessions and keep the one carrying this attempt's owner tag (Aliyun).
+    RESTART_AND_LIST = "restart-and-list"
+
+
+# Builds a provider from the settings, with at most this many connections; raises
+# SettingsError when its settings (credentials) are missing.
+ProviderFactory = Callable[["Settings", int], SessionProvider]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """Everything the program knows of one cloud, in one place (see providers/registry.py)."""
+
+    name: str
+    rules: ProviderRules  # identity and in-place fields, for the pure core
+    schema_file: str  # the spec's JSON Schema in schemas/
+    recovery: Recovery
+    build: ProviderFactory  # imports its client only when called
+    # The module of `reconciler emulator` that serves this cloud's API.
+    emulator_api: str
