@@ -179,7 +179,7 @@ class Applier:
                             self.store.finish_intent(entry.id, f"failed: {error}", None)
                         raise
                     previous = self.store.get_record(session.name)
-                    started = self._started(session, assigned, previous)
+                    started = self._started(session, assigned, previous, owner)
                     self.store.finish_intent(
                         entry.id, "started (recovered)", RecordChange(put=started)
                     )
@@ -365,7 +365,7 @@ class Applier:
                     "it is)"
                 )
             return self._done(SessionResult(action.name, kind, Outcome.FAILED, detail))
-        record = self._started(session, assigned, previous)
+        record = self._started(session, assigned, previous, owner)
         outcome = "already started" if adopted else "started"
         self.store.finish_intent(entry, outcome, RecordChange(put=record))
         if adopted and self.adopt_running:
@@ -614,10 +614,18 @@ class Applier:
         session: DesiredSession,
         assigned: Mapping[str, str],
         previous: SessionRecord | None,
+        owner: Owner,
     ) -> SessionRecord:
         ids = {**self._rules(session.provider).identity_ids(session.spec), **assigned}
         return started_record(
-            session, ids, self.key, self.sensitive, self.secrets, self.now(), previous
+            session,
+            ids,
+            self.key,
+            self.sensitive,
+            self.secrets,
+            self.now(),
+            previous,
+            owner.attempt,
         )
 
     def _done(self, result: SessionResult) -> SessionResult:

@@ -6,13 +6,23 @@ no-ops" holds for every provider's rules, in-place fields (nested pointers) incl
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.model import Announcement, DesiredSession, SessionRecord, StateMeta
+from reconciler.core.model import (
+    Announcement,
+    DesiredSession,
+    Liveness,
+    LiveSession,
+    Observation,
+    Owner,
+    SessionRecord,
+    StateMeta,
+)
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.outcome import action_outcome
 from reconciler.core.plan import ActionKind, Guards, Plan, make_plan
@@ -129,8 +139,42 @@ def test_a_saved_in_place_update_applies_as_reviewed() -> None:
     assert action.in_place_paths == ("/AgentConfig/Volume",) and not action.record_only
 
 
+def test_a_session_that_ended_by_itself_is_started_again_saying_when_and_why() -> None:
+    session = declared(ALIYUN, "a", {"/AgentConfig/Greeting": "hi"}, protect=True)
+    (record,) = outcome(plan([session], []))
+    ended = replace(record, observation=ENDED)
+    (action,) = plan([session], [ended]).changes
+    assert action.kind is ActionKind.CREATE and action.recorded == ended
+    assert action.reason == (
+        "ended by itself (the user hung up, at t1, observed t2); started again"
+    )
+    # No longer declared: nothing runs to keep, even protected; its Stop only confirms it.
+    (gone,) = plan([], [ended]).changes
+    assert gone.kind is ActionKind.DELETE and "it had ended by itself" in gone.reason
+
+
+def test_live_sessions_with_our_tag_that_no_record_tracks_are_noted() -> None:
+    (record,) = outcome(plan([declared(ALIYUN, "a", {})], []))
+    record = replace(record, attempt="att-1")
+    ids = {"AIAgentId": "a-AIAgentId", "ChannelId": "a-ChannelId", "AgentUserId": "a-AgentUserId"}
+    live = [
+        LiveSession(ids, Owner(META.lineage, "a", "att-1"), "Executing"),  # the record's own
+        LiveSession(ids, Owner(META.lineage, "a", "att-0"), "Executing"),  # a lost Start's
+        LiveSession(ids, Owner("another-state", "a", "x"), "Executing"),  # not ours
+        LiveSession(ids, None, "Executing"),  # untagged
+    ]
+    made = make_plan([], [record], META, SENSITIVE, {}, rules=EVERY_RULES, live=live)
+    untracked = [note for note in made.notes if note.startswith("untracked")]
+    assert untracked == [
+        'untracked live session with this state\'s tag: "a" (attempt att-0) runs as '
+        "a-AIAgentId/a-ChannelId/a-AgentUserId but no record tracks it; a restart into the "
+        "same channel replaces it"
+    ]
+
+
 # -- the property, for every provider's rules ------------------------------------------------------
 
+ENDED = Observation(Liveness.ENDED, "Finished", "t2", "t1", "the user hung up")
 VALUES = st.sampled_from([0, 1, "a", "b", True, {"k": "v"}])
 
 
@@ -185,5 +229,10 @@ def test_record_the_outcome_and_plan_again_all_no_ops(
     before = data.draw(desired_sets(rules))
     after = data.draw(desired_sets(rules))
     first = outcome(plan(before, []))
+    # Some sessions ended by themselves since (observed before this plan).
+    first = [
+        replace(record, observation=ENDED) if data.draw(st.booleans()) else record
+        for record in first
+    ]
     second = plan(after, first)
     assert not plan(after, outcome(second)).changes

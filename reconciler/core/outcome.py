@@ -21,9 +21,11 @@ def started_record(
     secrets: Mapping[str, str],
     now: str,
     previous: SessionRecord | None = None,
+    attempt: str | None = None,
 ) -> SessionRecord:
     """The record of a session whose Start succeeded; `provider_ids` are its declared identity
-    fields and whatever ids the cloud assigned (Aliyun's InstanceId).
+    fields and whatever ids the cloud assigned (Aliyun's InstanceId), `attempt` the owner
+    tag's attempt that Start carried.
 
     Announcements already listed when a session starts are recorded as delivered without being
     played: a just-started agent greets with its WelcomeMessage, and an old notice replayed into
@@ -47,6 +49,7 @@ def started_record(
         updated_at=now,
         last_error=None,
         source=session.source.file or (previous.source if previous else None),
+        attempt=attempt,
     )
 
 
@@ -104,16 +107,17 @@ def action_outcome(
     *,
     rules: Mapping[str, ProviderRules],
     assigned: Mapping[str, str] | None = None,
+    attempt: str | None = None,
 ) -> SessionRecord | None:
     """The record once every call of the action succeeded (None: the session is gone);
-    `assigned` are the ids a Start returned."""
+    `assigned` are the ids a Start returned and `attempt` its owner tag's attempt."""
     if action.kind is ActionKind.DELETE:
         return None
     if action.kind in (ActionKind.CREATE, ActionKind.REPLACE):
         session = action.desired
         assert session is not None
         ids = {**rules[session.provider].identity_ids(session.spec), **(assigned or {})}
-        return started_record(session, ids, key, sensitive, secrets, now, action.recorded)
+        return started_record(session, ids, key, sensitive, secrets, now, action.recorded, attempt)
     assert action.recorded is not None
     if action.kind is ActionKind.UPDATE:
         assert action.desired is not None

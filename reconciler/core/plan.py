@@ -1,7 +1,7 @@
 """Desired × recorded → actions. Pure and deterministic: the same inputs give the same plan.
 
 Each session gets exactly one action:
-    create   declared, not running                            → Start
+    create   declared, not running (or it ended by itself)    → Start
     delete   running, no longer declared                      → Stop
     replace  running with another identity, or a config change → Stop, then Start (cuts the
              outside the provider's in-place fields            live conversation)
@@ -22,7 +22,14 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from reconciler.core.model import Announcement, DesiredSession, SessionRecord, StateMeta
+from reconciler.core.model import (
+    Announcement,
+    DesiredSession,
+    LiveSession,
+    Observation,
+    SessionRecord,
+    StateMeta,
+)
 from reconciler.core.normalize import (
     Redactor,
     SensitivePaths,
@@ -168,11 +175,14 @@ def make_plan(
     empty_references: Set[str] = frozenset(),
     *,
     rules: Mapping[str, ProviderRules],
+    live: Sequence[LiveSession] = (),
 ) -> Plan:
     """The plan for the sessions in `selection` (all by default), by each provider's `rules`.
-    `given_paths` are the paths the desired set was read from (each as given and as
-    absolute), for the note about records declared elsewhere; empty when unknown (a saved
-    plan, a test)."""
+    Records carry what the cloud last said of them (`observation`): one that ended by itself
+    is started again. `live` are the live sessions the observing providers listed, for the
+    note about those carrying this state's tag that no record tracks. `given_paths` are the
+    paths the desired set was read from (each as given and as absolute), for the note about
+    records declared elsewhere; empty when unknown (a saved plan, a test)."""
     desired, records, outside = _in_scope(desired, records, selection)
     recorded = {record.name: record for record in records}
     declared = {session.name for session in desired}
@@ -186,21 +196,28 @@ def make_plan(
         record = recorded.get(session.name)
         if record is None:
             actions.append(_create(session))
+        elif record.observation is not None and record.observation.ended:
+            actions.append(
+                replace(_create(session), reason=ended_reason(record.observation), recorded=record)
+            )
         else:
             redactor = redactors[session.provider]
             actions.append(_compare(session, record, redactor, unresolved, rules[session.provider]))
     for record in records:
         if record.name not in declared:
             # Protection is kept in the record: a protected session whose declaration was
-            # removed keeps running and does not block the rest of the plan.
-            kept = record.protect
+            # removed keeps running and does not block the rest of the plan. One that ended by
+            # itself is not running to keep: its Stop only confirms it and drops the record.
+            ended = record.observation is not None and record.observation.ended
+            kept = record.protect and not ended
+            reason = "no longer declared" + (" (it had ended by itself)" if ended else "")
             actions.append(
                 Action(
                     ActionKind.KEEP if kept else ActionKind.DELETE,
                     record.name,
                     record.provider,
                     record.identity,
-                    KEPT_REASON if kept else "no longer declared",
+                    KEPT_REASON if kept else reason,
                     recorded=record,
                 )
             )
@@ -213,8 +230,38 @@ def make_plan(
         created_at=created_at,
         max_stops=guards.max_stops,
         notes=_unresolved_note(sorted(unresolved), sorted(empty_references & unresolved))
-        + _outside_paths_note(actions, given_paths),
+        + _outside_paths_note(actions, given_paths)
+        + untracked_notes(live, records, meta.lineage),
         outside_selection=outside,
+    )
+
+
+def ended_reason(observation: Observation) -> str:
+    """Why a recorded session is started again: it ended by itself, with when and why."""
+    details = [observation.reason] if observation.reason else []
+    if observation.ended_at:
+        details.append(f"at {observation.ended_at}")
+    details.append(f"observed {observation.observed_at}")
+    return f"ended by itself ({', '.join(details)}); started again"
+
+
+def untracked_notes(
+    live: Sequence[LiveSession], records: Sequence[SessionRecord], lineage: str
+) -> tuple[str, ...]:
+    """Live sessions carrying this state's tag that no record tracks: a Start whose answer was
+    lost and was not settled, or a record removed by hand. They run (and cost) unseen."""
+    tracked = {(record.name, record.attempt) for record in records}
+    untracked = sorted(
+        (session.owner.session, session.owner.attempt, "/".join(session.identity.values()))
+        for session in live
+        if session.owner is not None
+        and session.owner.lineage == lineage
+        and (session.owner.session, session.owner.attempt) not in tracked
+    )
+    return tuple(
+        f'untracked live session with this state\'s tag: "{name}" (attempt {attempt}) runs as '
+        f"{identity} but no record tracks it; a restart into the same channel replaces it"
+        for name, attempt, identity in untracked
     )
 
 

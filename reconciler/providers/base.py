@@ -18,66 +18,28 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from reconciler.core.model import Announcement
+from reconciler.core.model import Announcement, Liveness, LiveSession, Observation, Owner
 from reconciler.core.providers import ProviderRules
 
 if TYPE_CHECKING:
     from reconciler.settings import Settings
 
+__all__ = [
+    "OWNER_TAG_KEY",
+    "LiveSession",
+    "Liveness",
+    "Observation",
+    "ObservingProvider",
+    "Owner",
+    "ProviderFactory",
+    "ProviderSpec",
+    "Recovery",
+    "SessionProvider",
+    "SpecChange",
+]
+
 # The key under which an owner tag sits where the cloud keeps user data (Aliyun's UserData).
 OWNER_TAG_KEY = "reconciler"
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """Who started a session: the state's lineage, the session's name and the attempt (a fresh
-    id per Start, journaled with the intent before the call). A provider whose sessions are
-    addressed by a server-assigned id writes it into the session (Aliyun: UserData) so that a
-    Start whose answer was lost can still be recognised by listing."""
-
-    lineage: str
-    session: str
-    attempt: str
-
-    def as_tag(self) -> dict[str, str]:
-        return {"lineage": self.lineage, "session": self.session, "attempt": self.attempt}
-
-    @classmethod
-    def from_tag(cls, tag: object) -> Owner | None:
-        """The owner a tag names, or None for anything that is not one of our tags."""
-        if not isinstance(tag, Mapping):
-            return None
-        fields = [tag.get(key) for key in ("lineage", "session", "attempt")]
-        if not all(isinstance(value, str) and value for value in fields):
-            return None
-        lineage, session, attempt = (str(value) for value in fields)
-        return cls(lineage, session, attempt)
-
-
-class Liveness(StrEnum):
-    RUNNING = "running"
-    ENDED = "ended"  # finished by itself (idle timeout, the user left, hung up)
-    UNKNOWN = "unknown"  # the cloud could not say (error, not found where not expected)
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What the cloud says of one recorded session."""
-
-    liveness: Liveness
-    status: str  # the cloud's own word: Created / Executing / Finished; "" when unknown
-    observed_at: str  # ISO 8601 UTC, when the answer came
-    ended_at: str | None = None  # when it finished, where the cloud says
-    reason: str = ""  # why it ended ("the user hung up"), or why it is unknown
-
-
-@dataclass(frozen=True, slots=True)
-class LiveSession:
-    """One live session the cloud lists (Aliyun ListAIAgentInstance rows carry no InstanceId)."""
-
-    identity: Mapping[str, str]  # the declared identity fields it runs under
-    owner: Owner | None  # our tag, when it carries one
-    status: str
 
 
 @dataclass(frozen=True, slots=True)
