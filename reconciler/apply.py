@@ -58,7 +58,15 @@ from reconciler.errors import (
     Throttled,
     Transient,
 )
-from reconciler.providers.base import Owner, ProviderSpec, SessionProvider, SpecChange
+from reconciler.providers.base import (
+    LiveSession,
+    ObservingProvider,
+    Owner,
+    ProviderSpec,
+    Recovery,
+    SessionProvider,
+    SpecChange,
+)
 from reconciler.retrying import RetryPolicy, Sleep, TokenBucket, call_with_retries
 from reconciler.state.base import LockHandle, RecordChange, StateStore
 from reconciler.state.fenced import FencedStore
@@ -148,13 +156,18 @@ class Applier:
         report = ApplyReport()
         pending = self.store.pending_intents()
         self._providers_for(entry.provider for entry in pending)
-        results = await asyncio.gather(
-            *(
-                self._in_slot(partial(self._recover_one, entry, by_name.get(entry.name)))
-                for entry in pending
-            )
-        )
-        report.results.extend(results)
+        # A session's intents are finished one after another, oldest first: never two calls
+        # for one session at once.
+        by_session: dict[str, list[JournalEntry]] = {}
+        for entry in pending:
+            by_session.setdefault(entry.name, []).append(entry)
+
+        async def finish(entries: list[JournalEntry]) -> list[SessionResult]:
+            session = by_name.get(entries[0].name)
+            return [await self._in_slot(partial(self._recover_one, e, session)) for e in entries]
+
+        results = await asyncio.gather(*(finish(entries) for entries in by_session.values()))
+        report.results.extend(result for results_of in results for result in results_of)
         report.aborted = self._abort
         return report
 
@@ -166,6 +179,8 @@ class Applier:
         kind = f"recover {entry.op.value}"
         try:
             if entry.op is JournalOp.START:
+                if self.registry[entry.provider].recovery is Recovery.RESTART_AND_LIST:
+                    return self._done(await self._restart_and_list(entry, session, payload))
                 if session is not None and self._same_start(session, entry, payload):
                     owner = self._owner(session.name)
                     try:
@@ -227,6 +242,94 @@ class Applier:
             )
         except ProviderError as error:
             return self._done(SessionResult(entry.name, kind, Outcome.FAILED, str(error)))
+
+    async def _restart_and_list(
+        self, entry: JournalEntry, session: DesiredSession | None, payload: Any
+    ) -> SessionResult:
+        """Settle a lost Start whose session only the cloud's id addresses: start again into
+        the same channel with a new attempt (the newcomer replaces the earlier, unaddressable
+        one), then list the live sessions: exactly one may carry this session's tag, and it
+        must be the new attempt. A session no longer declared as it was is started bare and
+        stopped again, which pushes the lost one out; then none may carry the tag."""
+        kind = "recover start"
+        rules = self._rules(entry.provider)
+        ids: dict[str, str] = dict(payload["provider_ids"])
+        keep = (
+            session is not None
+            and session.provider == entry.provider
+            and session.identity == entry.identity
+        )
+        target = (
+            session
+            if session is not None and keep
+            else DesiredSession(entry.name, entry.provider, entry.identity, rules.spec_of(ids))
+        )
+        owner = self._owner(entry.name)
+        # The new attempt is journaled before its call, and supersedes the lost one.
+        restart = self.store.begin_intent(
+            entry.name,
+            JournalOp.START,
+            entry.provider,
+            entry.identity,
+            json.dumps(
+                {
+                    "provider_ids": ids,
+                    "fingerprint": self._fingerprint(target) if keep else None,
+                    "attempt": owner.attempt,
+                    "recovers": entry.id,
+                }
+            ),
+        )
+        self.store.finish_intent(
+            entry.id, f"superseded: started again as attempt {owner.attempt}", None
+        )
+        try:
+            _, assigned = await self._start_call(entry.provider, target, owner, begun=True)
+        except _StartUnconfirmed:
+            raise  # the new intent stays pending: the next apply settles it the same way
+        except ProviderError as error:
+            if self._refused(error):
+                self.store.finish_intent(restart, f"failed: {error}", None)
+            raise
+        started = {**ids, **assigned}
+        if not keep:
+            await self._stop_call(entry.provider, started)
+        tagged = await self._tagged_live(entry.provider, ids, owner)
+        stray = [s for s in tagged if s.owner is None or s.owner.attempt != owner.attempt]
+        if keep:
+            assert session is not None
+            record = self._started(session, assigned, self.store.get_record(entry.name), owner)
+            self.store.finish_intent(restart, "started (recovered)", RecordChange(put=record))
+            detail = "started again into its channel; the lost Start's instance was replaced"
+        else:
+            self.store.finish_intent(restart, "stopped (recovered: no longer declared so)", None)
+            detail = "abandoned start undone (pushed out of its channel, then stopped)"
+        if stray or (keep and len(tagged) != 1):
+            attempts = ", ".join(sorted(s.owner.attempt for s in stray if s.owner)) or "none"
+            detail += (
+                f"; but {len(tagged)} live {rules.noun}(s) carry this session's tag "
+                f"(other attempts: {attempts}): stop the strays by hand"
+            )
+            return SessionResult(entry.name, kind, Outcome.FAILED, detail)
+        return SessionResult(entry.name, kind, Outcome.OK, detail)
+
+    async def _tagged_live(
+        self, provider_name: str, ids: Mapping[str, str], owner: Owner
+    ) -> list[LiveSession]:
+        """The live sessions carrying this session's tag (this state's lineage, its name)."""
+        provider = self.providers[provider_name]
+        if not isinstance(provider, ObservingProvider):
+            raise TypeError(f"{provider_name} recovers by listing but cannot list")
+        scope = {name: ids[name] for name in self.registry[provider_name].list_scope}
+        live: Sequence[LiveSession] = await self._call(
+            provider_name, lambda: provider.list_live(scope)
+        )
+        return [
+            s
+            for s in live
+            if s.owner is not None
+            and (s.owner.lineage, s.owner.session) == (owner.lineage, owner.session)
+        ]
 
     def _same_start(self, session: DesiredSession, entry: JournalEntry, payload: Any) -> bool:
         return (

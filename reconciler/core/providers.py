@@ -41,6 +41,18 @@ class ProviderRules:
     def identity_ids(self, spec: Mapping[str, Any]) -> dict[str, str]:
         return {_last(pointer): _text(value) for pointer, value in self.identity_values(spec)}
 
+    def spec_of(self, ids: Mapping[str, str]) -> dict[str, Any]:
+        """The least spec that names an identity (what `identity_ids` recorded), nested as
+        the pointers say: enough to start a bare session under it."""
+        spec: dict[str, Any] = {}
+        for pointer in self.identity_fields:
+            *parents, last = split_pointer(pointer)
+            node = spec
+            for token in parents:
+                node = node.setdefault(token, {})
+            node[last] = ids.get(last, "")
+        return spec
+
     @property
     def identity_label(self) -> str:
         """The identity as messages name it: each pointer's last segment, joined by "/"."""

@@ -115,3 +115,7 @@ class ProviderSpec:
     build: ProviderFactory  # imports its client only when called
     # The module of `reconciler emulator` that serves this cloud's API.
     emulator_api: str
+    # Whether it is an ObservingProvider: `plan` and `apply` then refresh its records first.
+    observes: bool = False
+    # The id names that scope `list_live` (Aliyun lists the instances of one AIAgentId).
+    list_scope: tuple[str, ...] = ()
