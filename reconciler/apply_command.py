@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import exit_codes
-from reconciler.apply import Applier, ApplyReport
+from reconciler.apply import Applier, ApplyReport, SessionResult
 from reconciler.apply_report import Reporter, apply_document, counts, summary_text, write_document
 from reconciler.commands import guards_from, selection_from
 from reconciler.core.model import DesiredSession, LiveSession
@@ -34,6 +34,7 @@ from reconciler.core.saved import (
     staleness,
 )
 from reconciler.errors import PlanRefused, UsageError
+from reconciler.probe_command import refuse_failing_endpoints
 from reconciler.provider_pool import ProviderPool
 from reconciler.providers.registry import PROVIDERS, provider_rules
 from reconciler.refresh import Refresher
@@ -199,9 +200,16 @@ async def _execute(
         raise PlanRefused("the plan was refused by a guard; nothing was changed")
     if not plan.changes:
         return _finish(args, plan, applier, recovered, ApplyReport(), reporter)
+    refused: list[SessionResult] = []
+    if getattr(args, "probe", False):
+        # Before the question, so whoever confirms sees which sessions will not start.
+        plan, refused = await refuse_failing_endpoints(plan, applier.secrets, args.probe_timeout)
     _confirm(args)
-    with reporter.progress(len(plan.changes)):
+    with reporter.progress(len(plan.changes) + len(refused)):
+        for result in refused:
+            reporter(result)
         report = await applier.execute(plan)
+    report.results = sorted([*report.results, *refused], key=lambda result: result.name)
     return _finish(args, plan, applier, recovered, report, reporter)
 
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from reconciler import __version__, cli_help, exit_codes
+from reconciler import __version__, cli_help, exit_codes, probe_command, token_command
 from reconciler.core.selection import Requirement, SelectorError, parse_selector
 from reconciler.errors import ReconcilerError, UsageError, ValidationFailed
 from reconciler.option_types import boolean, non_negative_float, non_negative_int, port, rate
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _guard_options(apply)
     _selection_options(apply)
     _refresh_option(apply)
+    probe_command.add_apply_options(apply)
 
     state = commands.add_parser(
         "state",
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulator = commands.add_parser(
         "emulator",
         help="run the local cloud stand-in",
-        description="A local, signature-checking stand-in of the Volcengine API.",
+        description="A local, signature-checking stand-in of the Volcengine and Alibaba Cloud "
+        "APIs, both on one port.",
         epilog=cli_help.EMULATOR,
         formatter_class=_HELP,
     )
@@ -131,14 +133,34 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument(
         "--access-key-id",
         metavar="ID",
-        help="the access key id it accepts "
+        help="the access key id it accepts, on both clouds "
         "(default: RECONCILER_EMULATOR__ACCESS_KEY_ID, else AKLTemulator)",
     )
     emulator.add_argument(
         "--secret-access-key",
         metavar="KEY",
-        help="the secret key it checks signatures with "
+        help="the secret key it checks signatures with, on both clouds "
         "(default: RECONCILER_EMULATOR__SECRET_ACCESS_KEY, else emulator-secret)",
+    )
+    emulator.add_argument(
+        "--artc-app-id",
+        metavar="ID",
+        help="the ARTC app whose AuthTokens Alibaba Cloud agents must carry "
+        "(default: RECONCILER_ALIYUN__ARTC_APP_ID, else artc-emulator-app)",
+    )
+    emulator.add_argument(
+        "--artc-app-key",
+        metavar="KEY",
+        help="the key it checks those AuthTokens with "
+        "(default: RECONCILER_ALIYUN__ARTC_APP_KEY, else artc-emulator-key)",
+    )
+    emulator.add_argument(
+        "--aliyun-finish-after",
+        type=non_negative_float,
+        metavar="SECONDS",
+        default=None,
+        help="Alibaba Cloud agent instances finish by themselves this long after their Start, "
+        "as an idle timeout would (default: %(default)s, never)",
     )
     emulator.add_argument(
         "--region",
@@ -177,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=rate,
         metavar="R",
         default=0.0,
-        help="share of calls answered 429 without taking effect (default: %(default)s)",
+        help="share of calls throttled without taking effect: Volcengine 429, Alibaba Cloud "
+        "400 Throttling.User (default: %(default)s)",
     )
     emulator.add_argument(
         "--lost-response-rate",
@@ -201,6 +224,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seed of the fault draws, for a repeatable run (default: %(default)s, random)",
     )
+    emulator.add_argument(
+        "--custom-llm",
+        action="store_true",
+        help="also serve a reference CustomLLM endpoint (contract-exact SSE) at "
+        "/custom-llm/v1/chat/completions on the same port (default: off)",
+    )
+    emulator.add_argument(
+        "--custom-llm-reply",
+        metavar="TEXT",
+        help="what the CustomLLM endpoint answers (default: an echo of the last user turn)",
+    )
+    emulator.add_argument(
+        "--custom-llm-api-key",
+        metavar="KEY",
+        help="the Bearer token the CustomLLM endpoint requires (default: any)",
+    )
+    probe_command.add_parser(commands)
+    token_command.add_parser(commands)
     return parser
 
 
@@ -329,4 +370,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from reconciler.commands import emulator
 
         return emulator(args)
+    if args.command == "probe":
+        return probe_command.probe(args)
+    if args.command == "token":
+        return token_command.token(args)
     raise AssertionError(f"unhandled command {args.command}")

@@ -87,9 +87,11 @@ settings read: RECONCILER_STATE (a SQLite file path or a postgresql:// URL).
 {SETTINGS}"""
 
 EMULATOR = f"""\
-Serves the Volcengine API on 127.0.0.1 until SIGINT or SIGTERM; the first stdout line says
-where ("emulator listening on http://127.0.0.1:PORT"). GET /_emulator/tasks and
-/_emulator/calls show what runs and what was called.
+Serves the Volcengine and the Alibaba Cloud (ICE AI agent) APIs on one port of 127.0.0.1
+until SIGINT or SIGTERM; a request with an x-acs-action header is Alibaba Cloud's. The first
+stdout line says where ("emulator listening on http://127.0.0.1:PORT"). GET /_emulator/tasks
+and /_emulator/calls show Volcengine's tasks and calls; GET /_emulator/aliyun/instances and
+/_emulator/aliyun/calls show Alibaba Cloud's.
 
 exit codes:
   0    stopped by SIGINT or SIGTERM
@@ -98,5 +100,6 @@ exit codes:
 
 settings read: RECONCILER_EMULATOR__PORT, RECONCILER_EMULATOR__ACCESS_KEY_ID,
 RECONCILER_EMULATOR__SECRET_ACCESS_KEY, RECONCILER_VOLCENGINE__REGION,
-RECONCILER_VOLCENGINE__API_VERSION (each overridden by its option).
+RECONCILER_VOLCENGINE__API_VERSION, RECONCILER_ALIYUN__ARTC_APP_ID,
+RECONCILER_ALIYUN__ARTC_APP_KEY (each overridden by its option).
 {SETTINGS}"""

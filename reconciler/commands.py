@@ -320,11 +320,22 @@ def _unlock(store: StateStore) -> int:
     return exit_codes.OK
 
 
+def _artc_key(settings: Settings) -> str | None:
+    key = settings.aliyun.artc_app_key
+    return key.get_secret_value() if key is not None else None
+
+
 def emulator(args: argparse.Namespace) -> int:
-    from reconciler.emulator.server import run_emulator
+    from reconciler.emulator.custom_llm import CustomLlm
+    from reconciler.emulator.server import DEFAULT_ARTC_APP_ID, DEFAULT_ARTC_APP_KEY, run_emulator
     from reconciler.emulator.volcengine import Faults
 
     settings = load_settings()
+    custom_llm = (
+        CustomLlm(api_key=args.custom_llm_api_key, reply=args.custom_llm_reply)
+        if args.custom_llm
+        else None
+    )
     run_emulator(
         port=args.port if args.port is not None else settings.emulator.port,
         access_key_id=args.access_key_id or settings.emulator.access_key_id,
@@ -333,6 +344,9 @@ def emulator(args: argparse.Namespace) -> int:
         ),
         region=args.region or settings.volcengine.region,
         api_version=args.api_version or settings.volcengine.api_version,
+        artc_app_id=args.artc_app_id or settings.aliyun.artc_app_id or DEFAULT_ARTC_APP_ID,
+        artc_app_key=args.artc_app_key or _artc_key(settings) or DEFAULT_ARTC_APP_KEY,
+        aliyun_finish_after=args.aliyun_finish_after,
         faults=Faults(
             qps=args.qps or None,
             latency=args.latency,
@@ -344,5 +358,6 @@ def emulator(args: argparse.Namespace) -> int:
             late_504_rate=args.late_504_rate,
             seed=args.seed,
         ),
+        custom_llm=custom_llm,
     )
     return exit_codes.OK

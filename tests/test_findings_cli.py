@@ -205,6 +205,10 @@ PATH_TEXT = "Directories are walked\nrecursively in a stable (sorted) order; hid
         ),
         (["state"], ["settings read: RECONCILER_STATE", "1    error: no such record"]),
         (["emulator"], ["1    cannot listen", "RECONCILER_EMULATOR__PORT"]),
+        (["probe"], [PATH_TEXT, "1    an endpoint failed", "data: [DONE]"]),
+        (["token"], ["0    the token was printed", "RECONCILER_VOLCENGINE__APP_KEY"]),
+        (["token", "volcengine"], ["--no-publish", "RECONCILER_VOLCENGINE__APP_KEY"]),
+        (["token", "aliyun"], ["--channel", "RECONCILER_ALIYUN__ARTC_APP_KEY"]),
     ],
     ids=lambda v: " ".join(v) if v and isinstance(v[0], str) and " " not in v[0] else "",
 )
@@ -231,7 +235,7 @@ def test_every_emulator_knob_has_help_and_its_default(tmp_path: Path) -> None:
             knobs.append(line.strip())
         elif knobs and line.startswith("    "):
             knobs[-1] += " " + line.strip()
-    assert len(knobs) == 12, options
+    assert len(knobs) == 18, options
     for knob in knobs:
         assert "(default: " in knob, knob
     # The defaults it names for the settings-backed options are the settings' own.

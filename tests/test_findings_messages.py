@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from apply_helpers import Workspace, emulator_server, session
@@ -73,6 +74,26 @@ def test_an_announcement_added_with_a_restart_is_listed_as_not_played_and_apply_
     again = ws.run("plan", str(ws.manifests), "--detailed-exitcode")
     assert again.code == 0, str(again)
     assert "No changes." in again.out
+
+
+def savable(entry: dict[str, Any]) -> dict[str, Any]:
+    """The session without its literal secret: a saved plan refuses to hold one."""
+    del entry["spec"]["Config"]["SubtitleConfig"]["ServerMessageSignature"]
+    return entry
+
+
+def test_a_saved_plan_keeps_its_not_played_announcements(ws: Workspace) -> None:
+    ws.declare([savable(session("a"))])
+    assert ws.apply(here=False).code == 0
+    ws.declare([savable(session("a", temperature=0.7, announcements=[MAINT]))])
+    saved = ws.root / "plan.json"
+    assert ws.run("plan", str(ws.manifests), "--out", str(saved)).code == 0
+
+    result = ws.run("apply", str(saved), "--auto-approve")
+
+    assert result.code == 0, str(result)
+    assert NOT_PLAYED in result.out  # the reviewed plan, as it was reviewed
+    assert ws.records()[0]["announcements_delivered"] == ["maint-1121"]
 
 
 def test_an_announcement_added_alone_is_still_played(ws: Workspace) -> None:

@@ -194,6 +194,7 @@ def _plan_from_saved(
                 previous_identity=item.get("previous_identity"),
                 announcements=tuple(_announcement(a) for a in item.get("announcements", ())),
                 in_place_paths=tuple(str(p) for p in item.get("in_place_paths", ())),
+                not_played=tuple(_announcement(a) for a in item.get("not_played", ())),
                 desired=_desired(desired, rules) if desired is not None else None,
                 recorded=record,
             )

@@ -1,8 +1,13 @@
 """The emulator's HTTP/1.1 shell: sockets, keep-alive, latency and dropped connections.
 
-Everything the cloud would decide lives in `volcengine.VolcengineApi`; this module only turns
-bytes into an `ApiRequest`, sleeps the injected latency, writes the `Reply` (or closes the socket
-without one) and serves the unsigned `/_emulator/*` inspection and control endpoints.
+Everything a cloud would decide lives in its sans-I/O API (`volcengine.VolcengineApi`,
+`aliyun.AliyunApi`), all served on one port: a request carrying `x-acs-action` is Alibaba
+Cloud's, anything else Volcengine's (`Action`/`Version` in the query). This module only turns
+bytes into an `ApiRequest`, picks the API, sleeps the injected latency, writes the `Reply` (or
+closes the socket without one) and serves the unsigned `/_emulator/*` endpoints:
+`/_emulator/<provider>/<endpoint>` goes to that API's `control`; `POST /_emulator/faults` and
+`POST /_emulator/reset` act on every API; any other unprefixed endpoint is Volcengine's (the
+paths the emulator had before it served two clouds).
 """
 
 from __future__ import annotations
@@ -14,21 +19,29 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from reconciler.emulator.aliyun import AliyunApi
+from reconciler.emulator.api import ApiRequest, ControlError, EmulatedApi
+from reconciler.emulator.custom_llm import CUSTOM_LLM_PATH, CustomLlm, serve_custom_llm
 from reconciler.emulator.volcengine import (
     DEFAULT_ALREADY_STARTED_CODE,
     DEFAULT_API_VERSION,
     DEFAULT_NOT_FOUND_CODE,
-    ApiRequest,
     Faults,
     VolcengineApi,
 )
 from reconciler.errors import ReconcilerError, os_reason
+from reconciler.providers.aliyun.signing import AcsCredential
 from reconciler.providers.volcengine.signing import Clock, Credential, parse_query, utc_now
+
+# The ARTC app the emulator's Alibaba Cloud side checks AuthTokens against, unless told.
+DEFAULT_ARTC_APP_ID = "artc-emulator-app"
+DEFAULT_ARTC_APP_KEY = "artc-emulator-key"
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +57,13 @@ class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     # The default backlog of 5 drops connections when a pool of clients connects at once.
     request_queue_size = 256
+    # The reference CustomLLM endpoint at CUSTOM_LLM_PATH, when served (`--custom-llm`).
+    custom_llm: CustomLlm | None = None
 
-    def __init__(self, address: tuple[str, int], api: VolcengineApi) -> None:
-        self.api = api
+    def __init__(self, address: tuple[str, int], apis: Sequence[EmulatedApi]) -> None:
+        # Asked in order whether a request is theirs; the last one takes whatever is left and
+        # owns the unprefixed control endpoints.
+        self.apis = tuple(apis)
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -98,23 +115,25 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             return
         url = urlsplit(self.path)
+        if url.path == CUSTOM_LLM_PATH and self.server.custom_llm is not None:
+            serve_custom_llm(self.server.custom_llm, self, body)
+            return
         if url.path.startswith(CONTROL_PREFIX):
             status, payload = self._control(url.path[len(CONTROL_PREFIX) :], body)
             self._send(status, json.dumps(payload).encode("utf-8"))
             return
-        api = self.server.api
+        request = ApiRequest(
+            method=self.command,
+            path=url.path,
+            query=parse_query(url.query),
+            headers=dict(self.headers.items()),
+            body=body,
+        )
+        api = next(a for a in self.server.apis if a.claims(request) or a is self.server.apis[-1])
         latency = api.faults.latency
         if latency:
             time.sleep(latency)
-        reply = api.handle(
-            ApiRequest(
-                method=self.command,
-                path=url.path,
-                query=parse_query(url.query),
-                headers=dict(self.headers.items()),
-                body=body,
-            )
-        )
+        reply = api.handle(request)
         if reply.drop_connection:
             self.close_connection = True
             return
@@ -136,30 +155,36 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _control(self, endpoint: str, body: bytes) -> tuple[int, Any]:
-        api = self.server.api
-        route = (self.command, endpoint)
-        if route == ("GET", "tasks"):
-            return 200, {"tasks": api.tasks()}
-        if route == ("GET", "calls"):
-            return 200, api.calls()
-        if route == ("GET", "faults"):
-            return 200, api.faults.to_json()
-        if route == ("POST", "reset"):
-            api.reset()
-            return 200, {"ok": True}
+        apis = self.server.apis
+        by_name = {api.name: api for api in apis}
+        name, _, rest = endpoint.partition("/")
+        targets, endpoint = (
+            ([by_name[name]], rest) if name in by_name and rest else (apis, endpoint)
+        )
         try:
             data = json.loads(body or b"{}")
             if not isinstance(data, dict):
                 raise ValueError("the body must be a JSON object")
+            route = (self.command, endpoint)
+            if route == ("GET", "calls"):
+                return 200, targets[-1].calls()
+            if route == ("GET", "faults"):
+                return 200, targets[-1].faults.to_json()
             if route == ("POST", "faults"):
-                api.set_faults(Faults.from_json(data))
-                return 200, api.faults.to_json()
-            if route == ("POST", "end-task"):
-                ended = api.end_task(str(data["AppId"]), str(data["RoomId"]), str(data["TaskId"]))
-                return 200, {"ended": ended}
-        except (ValueError, TypeError, KeyError) as exc:
+                faults = Faults.from_json(data)
+                for api in targets:
+                    api.set_faults(faults)
+                return 200, faults.to_json()
+            if route == ("POST", "reset"):
+                for api in targets:
+                    api.reset()
+                return 200, {"ok": True}
+            answer = targets[-1].control(self.command, endpoint, data)
+        except (ControlError, ValueError, TypeError, KeyError) as exc:
             return 400, {"error": str(exc)}
-        return 404, {"error": f"no emulator endpoint {self.command} {CONTROL_PREFIX}{endpoint}"}
+        if answer is None:
+            return 404, {"error": f"no emulator endpoint {self.command} {self.path}"}
+        return 200, answer
 
     def _send(
         self,
@@ -176,7 +201,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class EmulatorServer:
-    """The Volcengine emulator on a real socket, served from a background thread."""
+    """Both clouds' emulators on one real socket, served from a background thread.
+
+    `access_key_id` / `secret_access_key` (and `session_token`) are accepted by both clouds;
+    the Alibaba Cloud side checks AuthTokens against `artc_app_id` / `artc_app_key`, knows only
+    `aliyun_agents` when given (else every AIAgentId), refuses `aliyun_unsubscribed_agents`
+    with Forbidden.SubscriptionRequired and finishes instances after `aliyun_finish_after`.
+    """
 
     def __init__(
         self,
@@ -192,7 +223,23 @@ class EmulatorServer:
         already_started_code: str = DEFAULT_ALREADY_STARTED_CODE,
         not_found_code: str = DEFAULT_NOT_FOUND_CODE,
         clock: Clock = utc_now,
+        custom_llm: CustomLlm | None = None,
+        artc_app_id: str = DEFAULT_ARTC_APP_ID,
+        artc_app_key: str = DEFAULT_ARTC_APP_KEY,
+        aliyun_agents: Sequence[str] | None = None,
+        aliyun_unsubscribed_agents: Sequence[str] = (),
+        aliyun_finish_after: float | None = None,
     ) -> None:
+        self.aliyun = AliyunApi(
+            credentials=[AcsCredential(access_key_id, secret_access_key, session_token)],
+            artc_app_id=artc_app_id,
+            artc_app_key=artc_app_key,
+            agents=aliyun_agents,
+            unsubscribed_agents=aliyun_unsubscribed_agents,
+            finish_after=aliyun_finish_after,
+            faults=faults,
+            clock=clock,
+        )
         self.api = VolcengineApi(
             credentials=[Credential(access_key_id, secret_access_key, session_token)],
             region=region,
@@ -202,7 +249,9 @@ class EmulatorServer:
             not_found_code=not_found_code,
             clock=clock,
         )
-        self._httpd = _HttpServer((host, port), self.api)
+        self.volcengine = self.api
+        self._httpd = _HttpServer((host, port), [self.aliyun, self.api])
+        self._httpd.custom_llm = custom_llm
         self._thread: threading.Thread | None = None
 
     @property
@@ -247,7 +296,8 @@ class EmulatorServer:
     ) -> None:
         self.stop()
 
-    # Direct accessors, so tests need not go through HTTP.
+    # Direct accessors, so tests need not go through HTTP. Faults and reset are the whole
+    # emulator's; tasks, calls and end_task are Volcengine's (`self.aliyun` has its own).
     def tasks(self) -> list[dict[str, Any]]:
         return self.api.tasks()
 
@@ -260,9 +310,11 @@ class EmulatorServer:
 
     def set_faults(self, faults: Faults) -> None:
         self.api.set_faults(faults)
+        self.aliyun.set_faults(faults)
 
     def reset(self) -> None:
         self.api.reset()
+        self.aliyun.reset()
 
     def end_task(self, app_id: str, room_id: str, task_id: str) -> bool:
         return self.api.end_task(app_id, room_id, task_id)
@@ -280,6 +332,10 @@ def run_emulator(
     session_token: str | None = None,
     already_started_code: str = DEFAULT_ALREADY_STARTED_CODE,
     not_found_code: str = DEFAULT_NOT_FOUND_CODE,
+    custom_llm: CustomLlm | None = None,
+    artc_app_id: str = DEFAULT_ARTC_APP_ID,
+    artc_app_key: str = DEFAULT_ARTC_APP_KEY,
+    aliyun_finish_after: float | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM; announce the address on one flushed stdout line.
 
@@ -302,6 +358,10 @@ def run_emulator(
             session_token=session_token,
             already_started_code=already_started_code,
             not_found_code=not_found_code,
+            custom_llm=custom_llm,
+            artc_app_id=artc_app_id,
+            artc_app_key=artc_app_key,
+            aliyun_finish_after=aliyun_finish_after,
         )
     except OSError as error:  # the port is taken, or not ours to bind
         raise ReconcilerError(f"cannot listen on {host}:{port}: {os_reason(error)}") from None
@@ -309,6 +369,8 @@ def run_emulator(
     try:
         with server:
             print(f"emulator listening on {server.url}", flush=True)
+            if custom_llm is not None:
+                print(f"custom LLM at {server.url}{CUSTOM_LLM_PATH}", flush=True)
             # A timed wait keeps the main thread returning to the interpreter, where the
             # signal handler runs.
             while not stopping.wait(0.5):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from random import Random
 from typing import Any
 
+from reconciler.emulator.api import ApiRequest, Reply
 from reconciler.emulator.faults import Faults, Injected, TokenBucket, pick_fault
 from reconciler.emulator.validation import (
     Rejected,
@@ -98,31 +99,6 @@ _GATEWAY_MESSAGES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ApiRequest:
-    """One HTTP request as the shell parsed it; header names may be in any case."""
-
-    method: str
-    path: str
-    query: Sequence[tuple[str, str]]
-    headers: Mapping[str, str]
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """What to send back; `drop_connection` means: send nothing and close the socket.
-
-    `outcome` is what the call counters record: "ok", the error Code, or "lost_response".
-    """
-
-    status: int
-    outcome: str
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-    drop_connection: bool = False
-
-
 @dataclass(slots=True)
 class _Task:
     body: dict[str, Any]
@@ -135,6 +111,8 @@ class VolcengineApi:
 
     Thread-safe: the HTTP shell calls `handle` from one thread per connection.
     """
+
+    name = "volcengine"
 
     def __init__(
         self,
@@ -219,7 +197,22 @@ class VolcengineApi:
         with self._lock:
             return self._tasks.pop((app_id, room_id, task_id), None) is not None
 
+    def control(self, method: str, endpoint: str, data: Mapping[str, Any]) -> Any | None:
+        """The inspection endpoints: GET tasks, POST end-task {AppId, RoomId, TaskId}."""
+        if (method, endpoint) == ("GET", "tasks"):
+            return {"tasks": self.tasks()}
+        if (method, endpoint) == ("POST", "end-task"):
+            return {
+                "ended": self.end_task(str(data["AppId"]), str(data["RoomId"]), str(data["TaskId"]))
+            }
+        return None
+
     # -- the API -----------------------------------------------------------------------------------
+
+    def claims(self, request: ApiRequest) -> bool:
+        # Everything not claimed by a header-addressed API: a request without Action/Version
+        # still deserves Volcengine's InvalidActionOrVersion answer.
+        return True
 
     def handle(self, request: ApiRequest) -> Reply:
         query = dict(request.query)
