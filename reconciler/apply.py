@@ -22,6 +22,7 @@ from one session to another never meets itself; a session's calls run one after 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -370,7 +371,10 @@ class Applier:
             if unresolved.blocks(a)
         )
         stopped = await asyncio.gather(
-            *(self._in_slot(partial(self._stop_action, a)) for a in changes if a.stops)
+            *(
+                self._in_slot(partial(self._stop_action, a))
+                for a in _interleaved(a for a in changes if a.stops)
+            )
         )
         failed_stops = {result.name for result in stopped if result.outcome is not Outcome.OK}
         # A restart whose stop succeeded is reported once, by its start.
@@ -385,7 +389,7 @@ class Applier:
         ]
         report.results.extend(
             await asyncio.gather(
-                *(self._in_slot(partial(self._forward_action, a)) for a in forward)
+                *(self._in_slot(partial(self._forward_action, a)) for a in _interleaved(forward))
             )
         )
         report.results.sort(key=lambda result: result.name)
@@ -734,6 +738,18 @@ class Applier:
     def _done(self, result: SessionResult) -> SessionResult:
         self.on_result(result)
         return result
+
+
+def _interleaved(actions: Iterable[Action]) -> list[Action]:
+    """The actions taken in turn from each provider: the slots are handed out in this order,
+    and a run of one provider's calls would leave the other providers' rate limits unused."""
+    queues: dict[str, list[Action]] = {}
+    for action in actions:
+        queues.setdefault(action.provider, []).append(action)
+    ordered: list[Action] = []
+    for turn in itertools.zip_longest(*queues.values()):
+        ordered.extend(action for action in turn if action is not None)
+    return ordered
 
 
 @dataclass(frozen=True, slots=True)

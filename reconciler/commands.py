@@ -84,7 +84,9 @@ def _plan_from_files(
     secrets = resolve_secrets(desired)
     records = store.list_records()
     live: list[LiveSession] = []
-    if refresh is not None and records:
+    observing = any(PROVIDERS[r.provider].observes for r in records if r.provider in PROVIDERS)
+    observing |= any(PROVIDERS[s.provider].observes for s in desired)
+    if refresh is not None and observing:
         refreshed = asyncio.run(_refreshed(refresh, records, desired, store.pending_intents()))
         records, live = refreshed.records, refreshed.live
     return make_plan(

@@ -27,7 +27,7 @@ from reconciler.core.model import (
     Observation,
     SessionRecord,
 )
-from reconciler.errors import AuthRefused, ProviderError
+from reconciler.errors import AuthRefused, ProviderError, SettingsError
 from reconciler.providers.base import ObservingProvider, ProviderSpec, SessionProvider
 from reconciler.retrying import RetryPolicy, Sleep, TokenBucket, call_with_retries
 
@@ -91,7 +91,13 @@ class Refresher:
         return spec is not None and spec.observes
 
     def _observing(self, name: str) -> ObservingProvider:
-        provider = self.providers[name]
+        try:
+            provider = self.providers[name]
+        except SettingsError as error:
+            raise SettingsError(
+                f"{error}\n(refreshing the records needs them; --refresh=false plans from the "
+                "records alone)"
+            ) from None
         if not isinstance(provider, ObservingProvider):
             raise TypeError(f"{name} is registered as observing but cannot observe")
         return provider

@@ -275,6 +275,10 @@ def _schema_problems(
 def _explain(error: ValidationError) -> list[tuple[str, str]]:
     pointer = "".join(f"/{escape_token(str(token))}" for token in error.absolute_path)
     instance = error.instance
+    own = error.schema.get("x-message") if isinstance(error.schema, dict) else None
+    if isinstance(own, str):
+        # The schema's own words for this node (a refused field, a range anyOf can only say).
+        return [(pointer, own)]
     if error.validator == "additionalProperties" and isinstance(instance, dict):
         known = sorted(error.schema.get("properties", {}))
         extras = [key for key in instance if key not in known]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from reconciler.core.providers import ProviderRules
+from reconciler.providers.aliyun import rules as aliyun_rules
 from reconciler.providers.base import ProviderSpec, Recovery, SessionProvider
 from reconciler.providers.volcengine import rules as volcengine_rules
 
@@ -33,7 +34,25 @@ VOLCENGINE = ProviderSpec(
     emulator_api="reconciler.emulator.volcengine",
 )
 
-PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in (VOLCENGINE,)}
+
+def _aliyun(settings: Settings, max_connections: int) -> SessionProvider:
+    from reconciler.providers.aliyun.sessions import AliyunSessions
+
+    return AliyunSessions.from_settings(settings, max_connections=max_connections)
+
+
+ALIYUN = ProviderSpec(
+    name="aliyun",
+    rules=aliyun_rules.RULES,
+    schema_file="aliyun.schema.json",
+    recovery=Recovery.RESTART_AND_LIST,
+    build=_aliyun,
+    emulator_api="reconciler.emulator.aliyun",
+    observes=True,
+    list_scope=("AIAgentId",),
+)
+
+PROVIDERS: Mapping[str, ProviderSpec] = {spec.name: spec for spec in (VOLCENGINE, ALIYUN)}
 
 
 def provider_rules() -> dict[str, ProviderRules]:
