@@ -363,7 +363,7 @@ class Applier:
                     a.name,
                     a.kind.value,
                     Outcome.FAILED,
-                    "not touched: an earlier call for this task has an unknown outcome; "
+                    "not touched: an earlier call for this session has an unknown outcome; "
                     "the next apply finishes it first",
                 )
             )
