@@ -18,11 +18,17 @@ Prints figures, never asserts; exits 0 even when a target is missed.
     python benchmarks/apply_throughput.py              # 2,000 sessions at 200/s (~30 s)
     python benchmarks/apply_throughput.py --quick      # 200 sessions, seconds
     python benchmarks/apply_throughput.py --sessions 500 --parallelism 16
+    python benchmarks/apply_throughput.py --provider aliyun   # Alibaba Cloud AI agents
+    python benchmarks/apply_throughput.py --provider mixed    # half and half, one apply
+
+With --provider mixed each cloud has its own cap (the emulator keeps one bucket per API) and the
+apply its own bucket per provider, so the figures are against twice the cap.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -46,8 +52,12 @@ from plan_scale import (
     write_manifests,
 )
 
-from reconciler.emulator.server import EmulatorServer
-from reconciler.emulator.volcengine import Faults
+from reconciler.emulator.faults import Faults
+from reconciler.emulator.server import DEFAULT_ARTC_APP_ID, DEFAULT_ARTC_APP_KEY, EmulatorServer
+
+# What each cloud's emulator answers when its rate limit refuses a call.
+THROTTLED_OUTCOMES = frozenset({"FlowLimitExceeded", "Throttling.User"})
+AGENT = "39f8e0bc005e4f309379701645f4a1b2"
 
 TARGET_RATE_FRACTION = 0.9
 TARGET_THROTTLED_SHARE = 0.02
@@ -77,7 +87,7 @@ class RunResult:
 
     @property
     def throttled(self) -> int:
-        return sum(1 for _, _, outcome in self.calls if outcome == "FlowLimitExceeded")
+        return sum(1 for _, _, outcome in self.calls if outcome in THROTTLED_OUTCOMES)
 
     @property
     def span(self) -> float:
@@ -151,23 +161,28 @@ def run_apply(
     with EmulatorServer(
         access_key_id=EMULATOR_KEY_ID, secret_access_key=EMULATOR_SECRET, faults=faults
     ) as server:
-        api = server.api
-        handle = api.handle
+        for api in (server.api, server.aliyun):
+            handle = api.handle
 
-        def timed_handle(request: Any) -> Any:
-            reply = handle(request)
-            moment = time.monotonic()
-            action = dict(request.query).get("Action", "")
-            with calls_lock:
-                calls.append((moment, action, reply.outcome))
-            return reply
+            def timed_handle(request: Any, handle: Any = handle) -> Any:
+                reply = handle(request)
+                moment = time.monotonic()
+                action = dict(request.query).get("Action") or request.header("x-acs-action")
+                with calls_lock:
+                    calls.append((moment, action or "", reply.outcome))
+                return reply
 
-        api.handle = timed_handle  # type: ignore[method-assign]  # instance attribute wins
+            api.handle = timed_handle  # type: ignore[method-assign]  # instance attribute wins
         env = base_env(
             run_dir / "state.db",
             RECONCILER_VOLCENGINE__ENDPOINT=server.url,
             RECONCILER_VOLCENGINE__ACCESS_KEY_ID=EMULATOR_KEY_ID,
             RECONCILER_VOLCENGINE__SECRET_ACCESS_KEY=EMULATOR_SECRET,
+            RECONCILER_ALIYUN__ENDPOINT=server.url,
+            RECONCILER_ALIYUN__ACCESS_KEY_ID=EMULATOR_KEY_ID,
+            RECONCILER_ALIYUN__ACCESS_KEY_SECRET=EMULATOR_SECRET,
+            RECONCILER_ALIYUN__ARTC_APP_ID=DEFAULT_ARTC_APP_ID,
+            RECONCILER_ALIYUN__ARTC_APP_KEY=DEFAULT_ARTC_APP_KEY,
             RECONCILER_RATE_LIMIT=f"{rate_limit:g}",
             RECONCILER_PARALLELISM=str(parallelism),
         )
@@ -187,7 +202,7 @@ def run_apply(
             wall = time.monotonic() - started
         apply_cpu = _cpu(resource.RUSAGE_CHILDREN) - children_before
         emulator_cpu = _cpu(resource.RUSAGE_SELF) - self_before
-        counters = server.calls()
+        counters = _merged(server.calls(), server.aliyun.calls())
     lines = log.read_text("utf-8", errors="replace").splitlines()
     summary = next((line for line in reversed(lines) if line.startswith("Apply:")), "")
     if not summary:
@@ -205,6 +220,28 @@ def run_apply(
         apply_cpu,
         emulator_cpu,
     )
+
+
+def _merged(*counters: dict[str, Any]) -> dict[str, Any]:
+    return {"total": sum(int(c["total"]) for c in counters)}
+
+
+def write_aliyun_manifests(root: Path, sessions: int, start: int = 0) -> None:
+    """`sessions` Alibaba Cloud AI-agent sessions in one JSON manifest."""
+    root.mkdir(parents=True, exist_ok=True)
+    entries = [
+        {
+            "name": f"agent-{i:05d}",
+            "provider": "aliyun",
+            "spec": {
+                "AIAgentId": AGENT,
+                "RuntimeConfig": {"ChannelId": f"ch-{i:05d}", "AgentUserId": f"agent-{i:05d}"},
+                "AgentConfig": {"Greeting": "Hello!", "TtsConfig": {"VoiceId": "zhixiaoxia"}},
+            },
+        }
+        for i in range(start, start + sessions)
+    ]
+    (root / "aliyun.json").write_text(json.dumps({"sessions": entries}), encoding="utf-8")
 
 
 def _cpu(who: int) -> float:
@@ -257,6 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--throttle-rate", type=float, default=0.05, help="faulted run: 429 share")
     parser.add_argument("--seed", type=int, default=1121, help="the emulator's fault draws")
     parser.add_argument("--quick", action="store_true", help="200 sessions")
+    parser.add_argument(
+        "--provider",
+        choices=("volcengine", "aliyun", "mixed"),
+        default="volcengine",
+        help="whose sessions to start (mixed: half each, in one apply)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     if args.quick:
@@ -266,7 +309,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="reconciler-apply-throughput-"))
     try:
         manifests = work / "desired"
-        write_manifests(manifests, args.sessions, max(1, min(20, args.sessions // 100)))
+        aliyun_share = {"volcengine": 0, "aliyun": args.sessions, "mixed": args.sessions // 2}
+        aliyun_count = aliyun_share[args.provider]
+        volcengine_count = args.sessions - aliyun_count
+        if volcengine_count:
+            files = max(1, min(20, volcengine_count // 100))
+            write_manifests(manifests, volcengine_count, files)
+        if aliyun_count:
+            write_aliyun_manifests(manifests, aliyun_count)
+        cap = args.cap * (2 if args.provider == "mixed" else 1)
         print(
             f"apply_throughput  {time.strftime('%Y-%m-%d %H:%M')}  python {sys.version.split()[0]}"
         )
@@ -275,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{os.cpu_count()} CPUs"
         )
         print(
-            f"{args.sessions} starts; emulator cap {args.cap:g}/s, "
+            f"{args.sessions} starts ({args.provider}: {volcengine_count} volcengine, "
+            f"{aliyun_count} aliyun); emulator cap {args.cap:g}/s per cloud, "
             f"latency {args.latency * 1000:g} ms;"
             f" RECONCILER_RATE_LIMIT={rate_limit:g} RECONCILER_PARALLELISM={args.parallelism}"
         )
@@ -288,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_limit,
             args.parallelism,
         )
-        describe(clean, args.cap)
+        describe(clean, cap)
         third = args.error_rate / 3
         faulted = run_apply(
             "faulted",
@@ -307,9 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate_limit,
             args.parallelism,
         )
-        describe(faulted, args.cap)
+        describe(faulted, cap)
 
-        fraction = clean.steady_rate() / args.cap
+        fraction = clean.steady_rate() / cap
         throttled = clean.throttled / clean.total if clean.total else float("nan")
         ratio = faulted.span / clean.span
         wall_ratio = faulted.wall / clean.wall
@@ -320,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{verdict(fraction >= TARGET_RATE_FRACTION)})"
         )
         print(
-            f"{'':26}{clean.rate():7.1f}/s = {clean.rate() / args.cap:.3f} of the cap"
+            f"{'':26}{clean.rate():7.1f}/s = {clean.rate() / cap:.3f} of the cap"
             " over the whole calls phase (reads high: see steady_rate)"
         )
         print(
@@ -342,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{1 / (1 - args.error_rate - args.throttle_rate):.3f})"
         )
         print(
-            f"  faulted accepted rate   {faulted.rate():7.1f}/s = {faulted.rate() / args.cap:.3f}"
+            f"  faulted accepted rate   {faulted.rate():7.1f}/s = {faulted.rate() / cap:.3f}"
             " of the cap (every injected failure also spends a token of the cap)"
         )
         converged = clean.exit_code == 0 and faulted.exit_code == 0

@@ -394,6 +394,7 @@ def state_via_api(manifests: Path, state: Path) -> tuple[float, str]:
     """The records an apply would write, through the same public functions it calls."""
     os.environ.update(SECRET_ENV)
     from reconciler.core.outcome import started_record
+    from reconciler.providers.registry import provider_rules
     from reconciler.state.sqlite import SqliteStateStore
     from reconciler.workspace import load_desired, schema_set, secrets_for, utc_now
 
@@ -405,8 +406,10 @@ def state_via_api(manifests: Path, state: Path) -> tuple[float, str]:
         key = store.meta().fingerprint_key
         sensitive = schema_set().sensitive
         now = utc_now()
+        rules = provider_rules()
         for session in desired:
-            store.put_record(started_record(session, key, sensitive, secrets, now))
+            ids = rules[session.provider].identity_ids(session.spec)
+            store.put_record(started_record(session, ids, key, sensitive, secrets, now))
     finally:
         store.close()
     return time.perf_counter() - started, f"{len(desired)} records written with put_record"

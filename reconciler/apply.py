@@ -8,7 +8,9 @@ those first on the next run:
             then means our earlier Start took effect); otherwise the task is stopped
     stop    re-sent; "not found" means it is stopped
     update  an announcement whose answer was lost is recorded as delivered: announcements are
-            delivered at most once
+            delivered at most once; an in-place config update whose answer was lost leaves
+            the record as it was, so the plan sends it again (an update merges: repeating
+            it is harmless)
 A record is removed only once its Stop is confirmed. A Start whose retries ran out after an
 attempt that may have taken effect (a late 504, a lost answer) is left pending the same way, and
 a session with a pending intent gets no new one until recovery has finished it.
@@ -20,6 +22,7 @@ from one session to another never meets itself; a session's calls run one after 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -37,13 +40,34 @@ from reconciler.core.model import (
     SessionRecord,
 )
 from reconciler.core.normalize import SensitivePaths, fingerprint, redact
-from reconciler.core.outcome import started_record, updated_record, with_error
+from reconciler.core.outcome import (
+    reconfigured_record,
+    started_record,
+    updated_record,
+    with_error,
+)
 from reconciler.core.plan import Action, ActionKind, Plan
-from reconciler.core.providers import RULES
+from reconciler.core.providers import ProviderRules
 from reconciler.core.secrets import substitute
-from reconciler.errors import ErrorKind, ProviderError
-from reconciler.providers.base import Owner, SessionProvider
-from reconciler.providers.volcengine import AUTH_ERROR_CODES
+from reconciler.errors import (
+    AuthRefused,
+    Conflict,
+    ErrorKind,
+    NotFound,
+    ProviderError,
+    Terminal,
+    Throttled,
+    Transient,
+)
+from reconciler.providers.base import (
+    LiveSession,
+    ObservingProvider,
+    Owner,
+    ProviderSpec,
+    Recovery,
+    SessionProvider,
+    SpecChange,
+)
 from reconciler.retrying import RetryPolicy, Sleep, TokenBucket, call_with_retries
 from reconciler.state.base import LockHandle, RecordChange, StateStore
 from reconciler.state.fenced import FencedStore
@@ -91,27 +115,19 @@ class ApplyReport:
         return exit_codes.PARTIAL if self.succeeded else exit_codes.ERROR
 
 
-def _is_throttle(error: BaseException) -> bool:
-    """Throttling happens at the gateway, before the call takes effect: safe to retry anything."""
-    return (
-        isinstance(error, ProviderError)
-        and error.kind is ErrorKind.RETRYABLE
-        and (error.status == 429 or error.code.startswith("FlowLimitExceeded"))
-    )
-
-
 def _not_delivered(error: BaseException) -> bool:
-    """The call certainly took no effect: throttled at the gateway, or never sent at all
-    (connection refused, DNS failure). Safe to retry anything, and nothing to be unsure of."""
-    return _is_throttle(error) or (
-        isinstance(error, ProviderError) and error.kind is ErrorKind.RETRYABLE and not error.sent
-    )
+    """The call certainly took no effect: throttled at the gateway (before the call takes
+    effect), or never sent at all (connection refused, DNS failure). Safe to retry anything,
+    and nothing to be unsure of."""
+    return isinstance(error, Throttled) or (isinstance(error, Transient) and not error.sent)
 
 
 @dataclass
 class Applier:
     store: StateStore
     providers: Mapping[str, SessionProvider]
+    # What is known of each provider (rules, recovery): the registry's entries.
+    registry: Mapping[str, ProviderSpec]
     secrets: Mapping[str, str]
     sensitive: Mapping[str, SensitivePaths]
     now: Callable[[], str]
@@ -141,13 +157,18 @@ class Applier:
         report = ApplyReport()
         pending = self.store.pending_intents()
         self._providers_for(entry.provider for entry in pending)
-        results = await asyncio.gather(
-            *(
-                self._in_slot(partial(self._recover_one, entry, by_name.get(entry.name)))
-                for entry in pending
-            )
-        )
-        report.results.extend(results)
+        # A session's intents are finished one after another, oldest first: never two calls
+        # for one session at once.
+        by_session: dict[str, list[JournalEntry]] = {}
+        for entry in pending:
+            by_session.setdefault(entry.name, []).append(entry)
+
+        async def finish(entries: list[JournalEntry]) -> list[SessionResult]:
+            session = by_name.get(entries[0].name)
+            return [await self._in_slot(partial(self._recover_one, e, session)) for e in entries]
+
+        results = await asyncio.gather(*(finish(entries) for entries in by_session.values()))
+        report.results.extend(result for results_of in results for result in results_of)
         report.aborted = self._abort
         return report
 
@@ -159,16 +180,22 @@ class Applier:
         kind = f"recover {entry.op.value}"
         try:
             if entry.op is JournalOp.START:
+                if self.registry[entry.provider].recovery is Recovery.RESTART_AND_LIST:
+                    return self._done(await self._restart_and_list(entry, session, payload))
                 if session is not None and self._same_start(session, entry, payload):
+                    owner = self._owner(session.name)
                     try:
-                        await self._start_call(entry.provider, session, begun=True)
+                        _, assigned = await self._start_call(
+                            entry.provider, session, owner, begun=True
+                        )
                     except ProviderError as error:
                         if self._refused(error):
                             # The same body refused (a bad parameter): the lost Start was
                             # refused too. Finished, so the plan handles the session again.
                             self.store.finish_intent(entry.id, f"failed: {error}", None)
                         raise
-                    started = self._started(session, self.store.get_record(session.name))
+                    previous = self.store.get_record(session.name)
+                    started = self._started(session, assigned, previous, owner)
                     self.store.finish_intent(
                         entry.id, "started (recovered)", RecordChange(put=started)
                     )
@@ -186,6 +213,12 @@ class Applier:
                 change = self._delete_if_same_task(entry)
                 self.store.finish_intent(entry.id, "stopped (recovered)", change)
                 return self._done(SessionResult(entry.name, kind, Outcome.OK, "stopped"))
+            if "change" in payload:
+                # An in-place update merges the declared values: the record still holds the
+                # old spec, so the plan sends the update again.
+                self.store.finish_intent(entry.id, "update unconfirmed (recovered)", None)
+                detail = "in-place update unconfirmed: left to the plan, which sends it again"
+                return self._done(SessionResult(entry.name, kind, Outcome.OK, detail))
             # An announcement whose answer was lost may have been played: never play it twice.
             announcement_id = payload["announcement"]["id"]
             record = self.store.get_record(entry.name)
@@ -210,6 +243,94 @@ class Applier:
             )
         except ProviderError as error:
             return self._done(SessionResult(entry.name, kind, Outcome.FAILED, str(error)))
+
+    async def _restart_and_list(
+        self, entry: JournalEntry, session: DesiredSession | None, payload: Any
+    ) -> SessionResult:
+        """Settle a lost Start whose session only the cloud's id addresses: start again into
+        the same channel with a new attempt (the newcomer replaces the earlier, unaddressable
+        one), then list the live sessions: exactly one may carry this session's tag, and it
+        must be the new attempt. A session no longer declared as it was is started bare and
+        stopped again, which pushes the lost one out; then none may carry the tag."""
+        kind = "recover start"
+        rules = self._rules(entry.provider)
+        ids: dict[str, str] = dict(payload["provider_ids"])
+        keep = (
+            session is not None
+            and session.provider == entry.provider
+            and session.identity == entry.identity
+        )
+        target = (
+            session
+            if session is not None and keep
+            else DesiredSession(entry.name, entry.provider, entry.identity, rules.spec_of(ids))
+        )
+        owner = self._owner(entry.name)
+        # The new attempt is journaled before its call, and supersedes the lost one.
+        restart = self.store.begin_intent(
+            entry.name,
+            JournalOp.START,
+            entry.provider,
+            entry.identity,
+            json.dumps(
+                {
+                    "provider_ids": ids,
+                    "fingerprint": self._fingerprint(target) if keep else None,
+                    "attempt": owner.attempt,
+                    "recovers": entry.id,
+                }
+            ),
+        )
+        self.store.finish_intent(
+            entry.id, f"superseded: started again as attempt {owner.attempt}", None
+        )
+        try:
+            _, assigned = await self._start_call(entry.provider, target, owner, begun=True)
+        except _StartUnconfirmed:
+            raise  # the new intent stays pending: the next apply settles it the same way
+        except ProviderError as error:
+            if self._refused(error):
+                self.store.finish_intent(restart, f"failed: {error}", None)
+            raise
+        started = {**ids, **assigned}
+        if not keep:
+            await self._stop_call(entry.provider, started)
+        tagged = await self._tagged_live(entry.provider, ids, owner)
+        stray = [s for s in tagged if s.owner is None or s.owner.attempt != owner.attempt]
+        if keep:
+            assert session is not None
+            record = self._started(session, assigned, self.store.get_record(entry.name), owner)
+            self.store.finish_intent(restart, "started (recovered)", RecordChange(put=record))
+            detail = "started again into its channel; the lost Start's instance was replaced"
+        else:
+            self.store.finish_intent(restart, "stopped (recovered: no longer declared so)", None)
+            detail = "abandoned start undone (pushed out of its channel, then stopped)"
+        if stray or (keep and len(tagged) != 1):
+            attempts = ", ".join(sorted(s.owner.attempt for s in stray if s.owner)) or "none"
+            detail += (
+                f"; but {len(tagged)} live {rules.noun}(s) carry this session's tag "
+                f"(other attempts: {attempts}): stop the strays by hand"
+            )
+            return SessionResult(entry.name, kind, Outcome.FAILED, detail)
+        return SessionResult(entry.name, kind, Outcome.OK, detail)
+
+    async def _tagged_live(
+        self, provider_name: str, ids: Mapping[str, str], owner: Owner
+    ) -> list[LiveSession]:
+        """The live sessions carrying this session's tag (this state's lineage, its name)."""
+        provider = self.providers[provider_name]
+        if not isinstance(provider, ObservingProvider):
+            raise TypeError(f"{provider_name} recovers by listing but cannot list")
+        scope = {name: ids[name] for name in self.registry[provider_name].list_scope}
+        live: Sequence[LiveSession] = await self._call(
+            provider_name, lambda: provider.list_live(scope)
+        )
+        return [
+            s
+            for s in live
+            if s.owner is not None
+            and (s.owner.lineage, s.owner.session) == (owner.lineage, owner.session)
+        ]
 
     def _same_start(self, session: DesiredSession, entry: JournalEntry, payload: Any) -> bool:
         return (
@@ -242,7 +363,7 @@ class Applier:
                     a.name,
                     a.kind.value,
                     Outcome.FAILED,
-                    "not touched: an earlier call for this task has an unknown outcome; "
+                    "not touched: an earlier call for this session has an unknown outcome; "
                     "the next apply finishes it first",
                 )
             )
@@ -250,7 +371,10 @@ class Applier:
             if unresolved.blocks(a)
         )
         stopped = await asyncio.gather(
-            *(self._in_slot(partial(self._stop_action, a)) for a in changes if a.stops)
+            *(
+                self._in_slot(partial(self._stop_action, a))
+                for a in _interleaved(a for a in changes if a.stops)
+            )
         )
         failed_stops = {result.name for result in stopped if result.outcome is not Outcome.OK}
         # A restart whose stop succeeded is reported once, by its start.
@@ -265,7 +389,7 @@ class Applier:
         ]
         report.results.extend(
             await asyncio.gather(
-                *(self._in_slot(partial(self._forward_action, a)) for a in forward)
+                *(self._in_slot(partial(self._forward_action, a)) for a in _interleaved(forward))
             )
         )
         report.results.sort(key=lambda result: result.name)
@@ -312,6 +436,10 @@ class Applier:
         session = action.desired
         assert session is not None
         previous = action.recorded  # a restart keeps the announcements already delivered
+        rules = self._rules(session.provider)
+        # The attempt is journaled before the call: the owner tag of a Start whose answer is
+        # lost is known to the run that finishes it.
+        owner = self._owner(session.name)
         entry = self.store.begin_intent(
             session.name,
             JournalOp.START,
@@ -319,13 +447,16 @@ class Applier:
             session.identity,
             json.dumps(
                 {
-                    "provider_ids": RULES[session.provider].identity_ids(session.spec),
+                    "provider_ids": rules.identity_ids(session.spec),
                     "fingerprint": self._fingerprint(session),
+                    "attempt": owner.attempt,
                 }
             ),
         )
         try:
-            adopted = await self._start_call(session.provider, session, begun=self.adopt_running)
+            adopted, assigned = await self._start_call(
+                session.provider, session, owner, begun=self.adopt_running
+            )
         except _StartUnconfirmed as error:
             # It may have taken effect (a late 504, a lost answer): the intent stays pending
             # and the next apply finishes it as it finishes one a killed run left behind.
@@ -334,13 +465,14 @@ class Applier:
         except ProviderError as error:
             self.store.finish_intent(entry, f"failed: {error}", None)
             detail = f"start failed: {error}"
-            if error.kind is ErrorKind.CONFLICT:
+            if isinstance(error, Conflict):
                 detail += (
-                    " (a task with this AppId/RoomId/TaskId is running but not recorded here: "
-                    "stop it, or apply with --adopt-running to take it over as it is)"
+                    f" (a {rules.noun} with this {rules.identity_label} is running but not "
+                    "recorded here: stop it, or apply with --adopt-running to take it over as "
+                    "it is)"
                 )
             return self._done(SessionResult(action.name, kind, Outcome.FAILED, detail))
-        record = self._started(session, previous)
+        record = self._started(session, assigned, previous, owner)
         outcome = "already started" if adopted else "started"
         self.store.finish_intent(entry, outcome, RecordChange(put=record))
         if adopted and self.adopt_running:
@@ -356,6 +488,13 @@ class Applier:
         if action.record_only:
             self.store.put_record(updated_record(record, session, (), self.now()))
             return SessionResult(action.name, "update", Outcome.OK, "record updated")
+        details: list[str] = []
+        if action.in_place_paths:
+            failure = await self._reconfigure(action, record, session)
+            if failure is not None:
+                return failure
+            record = self.store.get_record(action.name) or record
+            details.append("updated in place: " + ", ".join(action.in_place_paths))
         delivered: list[str] = []
         unconfirmed: list[str] = []
         for announcement in action.announcements:
@@ -366,9 +505,50 @@ class Applier:
             elif failure is not None:
                 return failure
             record = self.store.get_record(action.name) or record
-        details = (["announced " + ", ".join(delivered)] if delivered else []) + unconfirmed
+        details += (["announced " + ", ".join(delivered)] if delivered else []) + unconfirmed
         remark = Remark.UNCONFIRMED if unconfirmed else None
         return SessionResult(action.name, "update", Outcome.OK, "; ".join(details), remark)
+
+    async def _reconfigure(
+        self, action: Action, record: SessionRecord, session: DesiredSession
+    ) -> SessionResult | None:
+        """Send the changed in-place fields; on success the record's spec and fingerprint move
+        to the declared ones (with labels, protect and source), in the outcome's transaction."""
+        entry = self.store.begin_intent(
+            record.name,
+            JournalOp.UPDATE,
+            record.provider,
+            record.identity,
+            json.dumps(
+                {
+                    "provider_ids": dict(record.provider_ids),
+                    "change": list(action.in_place_paths),
+                    "fingerprint": self._fingerprint(session),
+                }
+            ),
+        )
+        provider = self.providers[record.provider]
+        change = SpecChange(substitute(session.spec, self.secrets), action.in_place_paths)
+        try:
+            # Every retryable error is retried: an update merges the declared values, so
+            # one that took effect does no harm when repeated.
+            await self._call(record.provider, lambda: provider.update(record.provider_ids, change))
+        except ProviderError as error:
+            if isinstance(error, NotFound):
+                self.store.finish_intent(
+                    entry, f"not found: {error}", RecordChange(delete=record.name)
+                )
+                detail = f"it had ended by itself ({error}); the next apply starts it again"
+                return SessionResult(record.name, "update", Outcome.FAILED, detail)
+            self.store.finish_intent(entry, f"failed: {error}", None)
+            return SessionResult(
+                record.name, "update", Outcome.FAILED, f"update in place failed: {error}"
+            )
+        now = self.now()
+        moved = reconfigured_record(record, session, self.key, self.sensitive, self.secrets, now)
+        updated = updated_record(moved, session, (), now)
+        self.store.finish_intent(entry, "updated in place", RecordChange(put=updated))
+        return None
 
     async def _announce(
         self,
@@ -397,7 +577,7 @@ class Applier:
                 retry_on=_not_delivered,
             )
         except ProviderError as error:
-            if error.kind is ErrorKind.NOT_FOUND:
+            if isinstance(error, NotFound):
                 # The task ended by itself (IdleTimeout, a user leaving): it is not running, so
                 # the record goes and the next apply starts it again.
                 self.store.finish_intent(
@@ -407,9 +587,9 @@ class Applier:
                     record.name,
                     "update",
                     Outcome.FAILED,
-                    f"the task had ended by itself ({error}); the next apply starts it again",
+                    f"it had ended by itself ({error}); the next apply starts it again",
                 )
-            if error.kind is ErrorKind.RETRYABLE and not _not_delivered(error):
+            if isinstance(error, Transient) and not _not_delivered(error):
                 # The answer is unknown: it may have been played. At most once. (Throttling is
                 # answered at the gateway and an unsent call never arrived: such an
                 # announcement was not played, and is left for the next apply.)
@@ -433,34 +613,34 @@ class Applier:
     # -- calls ----------------------------------------------------------------------------
 
     async def _start_call(
-        self, provider_name: str, session: DesiredSession, *, begun: bool
-    ) -> bool:
-        """Start the session; True when it turned out to be running already (adopted)."""
+        self, provider_name: str, session: DesiredSession, owner: Owner, *, begun: bool
+    ) -> tuple[bool, Mapping[str, str]]:
+        """Start the session: whether it turned out to be running already (adopted), and the
+        ids the cloud assigned."""
         provider = self.providers[provider_name]
         body = substitute(session.spec, self.secrets)
         reached = begun  # whether an earlier attempt may have reached the cloud
 
-        owner = Owner(self.store.meta().lineage, session.name, secrets.token_hex(8))
-
-        async def attempt() -> bool:
+        async def attempt() -> tuple[bool, Mapping[str, str]]:
             nonlocal reached
             try:
-                await provider.start(body, owner)
+                assigned = await provider.start(body, owner)
             except ProviderError as error:
-                if error.kind is ErrorKind.CONFLICT and reached:
-                    return True  # our own earlier Start took effect; its answer was lost
-                if error.kind is ErrorKind.RETRYABLE and not _not_delivered(error):
+                if isinstance(error, Conflict) and reached:
+                    # Our own earlier Start took effect; its answer was lost.
+                    return True, {}
+                if isinstance(error, Transient) and not _not_delivered(error):
                     reached = True
                 raise
-            return False
+            return False, assigned
 
         try:
-            adopted: bool = await self._call(provider_name, attempt)
+            started: tuple[bool, Mapping[str, str]] = await self._call(provider_name, attempt)
         except ProviderError as error:
             if reached and not self._refused(error):
                 raise _StartUnconfirmed(error) from error
             raise
-        return adopted
+        return started
 
     async def _stop_call(self, provider_name: str, ids: Mapping[str, str]) -> bool:
         """Stop the task; True when it was not running (already stopped counts as stopped)."""
@@ -469,10 +649,8 @@ class Applier:
         async def attempt() -> bool:
             try:
                 await provider.stop(ids)
-            except ProviderError as error:
-                if error.kind is ErrorKind.NOT_FOUND:
-                    return True
-                raise
+            except NotFound:
+                return True
             return False
 
         already: bool = await self._call(provider_name, attempt)
@@ -496,9 +674,8 @@ class Applier:
             return await call_with_retries(
                 fenced, self.policy, bucket, sleep=self.sleep, retry_on=retry_on
             )
-        except ProviderError as error:
-            if error.code in AUTH_ERROR_CODES:
-                self._abort = f"{provider_name} refused the credentials: {error}"
+        except AuthRefused as error:
+            self._abort = f"{provider_name} refused the credentials: {error}"
             raise
 
     async def _in_slot(self, run: Callable[[], Awaitable[SessionResult]]) -> SessionResult:
@@ -520,12 +697,14 @@ class Applier:
     def _refused(self, error: ProviderError) -> bool:
         """A definite refusal of the request itself (not of the credentials): it took no
         effect, and sending the same request again would be refused the same way."""
-        return (
-            error.kind is ErrorKind.TERMINAL
-            and error.code not in AUTH_ERROR_CODES
-            and error.status is not None
-            and self._abort is None
-        )
+        return isinstance(error, Terminal) and error.status is not None and self._abort is None
+
+    def _rules(self, provider_name: str) -> ProviderRules:
+        return self.registry[provider_name].rules
+
+    def _owner(self, name: str) -> Owner:
+        """The owner tag of a new Start attempt: a fresh attempt id each time."""
+        return Owner(self.store.meta().lineage, name, secrets.token_hex(8))
 
     @property
     def key(self) -> bytes:
@@ -537,12 +716,40 @@ class Applier:
         paths = self.sensitive.get(session.provider, frozenset())
         return fingerprint(redact(session.spec, paths, self.key, self.secrets))
 
-    def _started(self, session: DesiredSession, previous: SessionRecord | None) -> SessionRecord:
-        return started_record(session, self.key, self.sensitive, self.secrets, self.now(), previous)
+    def _started(
+        self,
+        session: DesiredSession,
+        assigned: Mapping[str, str],
+        previous: SessionRecord | None,
+        owner: Owner,
+    ) -> SessionRecord:
+        ids = {**self._rules(session.provider).identity_ids(session.spec), **assigned}
+        return started_record(
+            session,
+            ids,
+            self.key,
+            self.sensitive,
+            self.secrets,
+            self.now(),
+            previous,
+            owner.attempt,
+        )
 
     def _done(self, result: SessionResult) -> SessionResult:
         self.on_result(result)
         return result
+
+
+def _interleaved(actions: Iterable[Action]) -> list[Action]:
+    """The actions taken in turn from each provider: the slots are handed out in this order,
+    and a run of one provider's calls would leave the other providers' rate limits unused."""
+    queues: dict[str, list[Action]] = {}
+    for action in actions:
+        queues.setdefault(action.provider, []).append(action)
+    ordered: list[Action] = []
+    for turn in itertools.zip_longest(*queues.values()):
+        ordered.extend(action for action in turn if action is not None)
+    return ordered
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import json
 import select
 import signal
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from reconciler import exit_codes
 from reconciler.apply import Applier, ApplyReport, SessionResult
 from reconciler.apply_report import Reporter, apply_document, counts, summary_text, write_document
 from reconciler.commands import guards_from, selection_from
-from reconciler.core.model import DesiredSession
+from reconciler.core.model import DesiredSession, LiveSession
 from reconciler.core.plan import Plan, make_plan
 from reconciler.core.plan_signature import has_valid_mac
 from reconciler.core.render import render_text
@@ -35,8 +35,10 @@ from reconciler.core.saved import (
 )
 from reconciler.errors import PlanRefused, UsageError
 from reconciler.probe_command import refuse_failing_endpoints
-from reconciler.providers.base import SessionProvider
-from reconciler.retrying import RetryPolicy, TokenBucket
+from reconciler.provider_pool import ProviderPool
+from reconciler.providers.registry import PROVIDERS, provider_rules
+from reconciler.refresh import Refresher
+from reconciler.retrying import RetryPolicy
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import LockHandle, StateStore
 from reconciler.state.open import open_state
@@ -110,9 +112,20 @@ async def _apply_files(
         if store.pending_intents():
             print("Finishing the calls an earlier run left unconfirmed...", file=sys.stderr)
             recovered = await applier.recover(desired)
+        records = store.list_records()
+        live: list[LiveSession] = []
+        if args.refresh:
+            refreshed = await scope.refresher.refresh(records, desired, store.pending_intents())
+            records, live = refreshed.records, refreshed.live
+            # What the cloud said is kept: `state list` shows it, and a plan made with
+            # --refresh=false still knows which sessions ended by themselves.
+            before = {record.name: record for record in store.list_records()}
+            for record in records:
+                if before.get(record.name) != record:
+                    applier.store.put_record(record)
         plan = make_plan(
             desired,
-            store.list_records(),
+            records,
             store.meta(),
             schema_set().sensitive,
             secrets,
@@ -120,6 +133,8 @@ async def _apply_files(
             created_at=utc_now(),
             selection=selection_from(args),
             given_paths=path_forms(args.paths),
+            rules=provider_rules(),
+            live=live,
         )
         return await _execute(args, applier, plan, recovered, scope.reporter)
 
@@ -157,7 +172,7 @@ def _apply_saved(
         reason = staleness(saved, meta, datetime.now(UTC), settings.plan_max_age)
         if reason is not None:
             raise PlanRefused(reason)
-        plan = plan_from_saved(saved, store.list_records(), path)
+        plan = plan_from_saved(saved, store.list_records(), path, provider_rules())
         desired = [action.desired for action in plan.actions if action.desired is not None]
         secrets = secrets_for(desired, strict=True)
 
@@ -209,17 +224,27 @@ class _ApplierScope:
         held: LockHandle,
         secrets: dict[str, str],
     ) -> None:
-        self.built: dict[str, SessionProvider] = {}
+        self.pool = ProviderPool(settings)
         self.reporter = Reporter()
+        self.refresher = Refresher(
+            providers=self.pool,
+            registry=PROVIDERS,
+            now=utc_now,
+            policy=RetryPolicy(settings.max_attempts, settings.max_retry_seconds),
+            buckets=self.pool.buckets,
+            parallelism=settings.parallelism,
+            before_call=held.verify,
+        )
         self.applier = Applier(
             store=store,
             lock=held,
-            providers=_LazyProviders(settings, self.built),
+            providers=self.pool,
+            registry=PROVIDERS,
             secrets=secrets,
             sensitive=schema_set().sensitive,
             now=utc_now,
             policy=RetryPolicy(settings.max_attempts, settings.max_retry_seconds),
-            buckets={"volcengine": TokenBucket(settings.rate_limit)},
+            buckets=self.pool.buckets,
             parallelism=settings.parallelism,
             adopt_running=args.adopt_running,
             on_result=self.reporter,
@@ -229,33 +254,7 @@ class _ApplierScope:
         return self.applier
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for provider in self.built.values():
-            await provider.aclose()
-
-
-class _LazyProviders(Mapping[str, SessionProvider]):
-    """Providers built on first use, so a run with nothing to do needs no credentials."""
-
-    def __init__(self, settings: Settings, built: dict[str, SessionProvider]) -> None:
-        self.settings = settings
-        self.built = built
-
-    def __getitem__(self, name: str) -> SessionProvider:
-        if name not in self.built:
-            if name != "volcengine":
-                raise KeyError(name)
-            from reconciler.providers.volcengine_sessions import VolcengineSessions
-
-            self.built[name] = VolcengineSessions.from_settings(
-                self.settings, max_connections=self.settings.parallelism
-            )
-        return self.built[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(("volcengine",))
-
-    def __len__(self) -> int:
-        return 1
+        await self.pool.aclose()
 
 
 def _confirm(args: argparse.Namespace) -> None:

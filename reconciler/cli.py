@@ -13,7 +13,7 @@ from importlib import metadata
 from reconciler import __version__, cli_help, exit_codes, probe_command, token_command
 from reconciler.core.selection import Requirement, SelectorError, parse_selector
 from reconciler.errors import ReconcilerError, UsageError, ValidationFailed
-from reconciler.option_types import non_negative_float, non_negative_int, port, rate
+from reconciler.option_types import boolean, non_negative_float, non_negative_int, port, rate
 
 _HELP = argparse.RawDescriptionHelpFormatter
 
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _guard_options(plan)
     _selection_options(plan)
+    _refresh_option(plan)
 
     apply = commands.add_parser(
         "apply",
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _guard_options(apply)
     _selection_options(apply)
+    _refresh_option(apply)
     probe_command.add_apply_options(apply)
 
     state = commands.add_parser(
@@ -241,6 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     probe_command.add_parser(commands)
     token_command.add_parser(commands)
     return parser
+
+
+def _refresh_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--refresh",
+        type=boolean,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="ask the providers that can see the cloud (Aliyun) what became of each record "
+        "before planning; --refresh=false plans from the records alone (default: true)",
+    )
 
 
 def _guard_options(parser: argparse.ArgumentParser) -> None:

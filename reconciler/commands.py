@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 from reconciler import exit_codes
+from reconciler.core.model import DesiredSession, JournalEntry, LiveSession, SessionRecord
 from reconciler.core.plan import Guards, Plan, make_plan
 from reconciler.core.plan_signature import signed
 from reconciler.core.render import render_json, render_text
@@ -25,6 +27,10 @@ from reconciler.errors import (
     ValidationFailed,
     os_reason,
 )
+from reconciler.provider_pool import ProviderPool
+from reconciler.providers.registry import PROVIDERS, provider_rules
+from reconciler.refresh import Refreshed, Refresher
+from reconciler.retrying import RetryPolicy
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.empty import EmptyState
@@ -64,15 +70,28 @@ def selection_from(args: argparse.Namespace) -> Selection:
 
 
 def _plan_from_files(
-    paths: list[str], store: StateStore, guards: Guards, selection: Selection
+    paths: list[str],
+    store: StateStore,
+    guards: Guards,
+    selection: Selection,
+    refresh: Settings | None = None,
 ) -> Plan:
-    """Validate the files and diff them against the records. Secrets that cannot be resolved
-    here (a pull-request job) are compared by name."""
+    """Validate the files and diff them against the records, refreshed first from the
+    providers that can observe (`refresh`: the settings to reach them with; None skips it,
+    as --refresh=false does). Secrets that cannot be resolved here (a pull-request job) are
+    compared by name. The plan writes nothing: what it observed is kept by `apply`."""
     desired = load_desired(paths)
     secrets = resolve_secrets(desired)
+    records = store.list_records()
+    live: list[LiveSession] = []
+    observing = any(PROVIDERS[r.provider].observes for r in records if r.provider in PROVIDERS)
+    observing |= any(PROVIDERS[s.provider].observes for s in desired)
+    if refresh is not None and observing:
+        refreshed = asyncio.run(_refreshed(refresh, records, desired, store.pending_intents()))
+        records, live = refreshed.records, refreshed.live
     return make_plan(
         desired,
-        store.list_records(),
+        records,
         store.meta(),
         schema_set().sensitive,
         secrets.values,
@@ -81,7 +100,30 @@ def _plan_from_files(
         selection=selection,
         given_paths=path_forms(paths),
         empty_references=secrets.empty,
+        rules=provider_rules(),
+        live=live,
     )
+
+
+async def _refreshed(
+    settings: Settings,
+    records: list[SessionRecord],
+    desired: tuple[DesiredSession, ...],
+    pending: list[JournalEntry],
+) -> Refreshed:
+    pool = ProviderPool(settings)
+    try:
+        refresher = Refresher(
+            providers=pool,
+            registry=PROVIDERS,
+            now=utc_now,
+            policy=RetryPolicy(settings.max_attempts, settings.max_retry_seconds),
+            buckets=pool.buckets,
+            parallelism=settings.parallelism,
+        )
+        return await refresher.refresh(records, desired, pending)
+    finally:
+        await pool.aclose()
 
 
 def _open_for_plan(args: argparse.Namespace, settings: Settings) -> StateStore:
@@ -119,7 +161,11 @@ def plan(args: argparse.Namespace) -> int:
     store = _open_for_plan(args, settings)
     try:
         result = _plan_from_files(
-            args.paths, store, guards_from(args, settings), selection_from(args)
+            args.paths,
+            store,
+            guards_from(args, settings),
+            selection_from(args),
+            refresh=settings if args.refresh else None,
         )
         pending = len(store.pending_intents())
         # The key that binds a saved plan to this state (see plan_signature.py).

@@ -207,7 +207,9 @@ class Terminal(_KindedError):
         *,
         code: str = "",
         status: int | None = None,
+        retry_after: float | None = None,
+        sent: bool = True,
         client_code: int | None = None,
     ) -> None:
-        super().__init__(message, code=code, status=status)
+        super().__init__(message, code=code, status=status, retry_after=retry_after, sent=sent)
         self.client_code = client_code

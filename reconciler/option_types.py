@@ -20,6 +20,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def boolean(text: str) -> bool:
+    """`--refresh=false` as Terraform spells it; also yes/no, on/off, 1/0."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def port(text: str) -> int:
     try:
         value = int(text)

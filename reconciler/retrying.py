@@ -3,7 +3,8 @@
 - TokenBucket: one per provider account, shared by every call of an apply (GCRA form: each
   caller reserves the next free slot, so callers are served in order and never busy-wait).
 - RetryPolicy: full-jitter exponential backoff, the server's Retry-After as the floor, a cap on
-  attempts and on the total time spent waiting. Only errors classified retryable are retried.
+  attempts and on the total time spent waiting. Only Transient errors (Throttled among them)
+  are retried.
 Clock and sleep are injectable so backoff tests take no real time.
 """
 
@@ -17,7 +18,7 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
-from reconciler.errors import ErrorKind, ProviderError
+from reconciler.errors import ProviderError, Transient
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -61,7 +62,7 @@ class RetryPolicy:
     cap_seconds: float = 20.0  # the longest single wait
 
     def is_retryable(self, error: BaseException) -> bool:
-        return isinstance(error, ProviderError) and error.kind is ErrorKind.RETRYABLE
+        return isinstance(error, Transient)
 
 
 def _retry_after_floor(state: RetryCallState, policy: RetryPolicy) -> float | None:

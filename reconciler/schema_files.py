@@ -9,7 +9,6 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-PROVIDER_SCHEMAS = {"volcengine": "volcengine.schema.json"}
 MANIFEST_SCHEMA = "manifest.schema.json"
 PLAN_SCHEMA = "plan.schema.json"
 

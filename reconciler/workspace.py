@@ -12,21 +12,22 @@ from reconciler.core.schema_set import SchemaSet, build_schema_set
 from reconciler.core.secret_uses import describe_location, reference_uses
 from reconciler.core.validate import validate_documents
 from reconciler.errors import SecretError, ValidationFailed
-from reconciler.schema_files import MANIFEST_SCHEMA, PROVIDER_SCHEMAS, load_schema
+from reconciler.providers.registry import provider_rules, schema_files
+from reconciler.schema_files import MANIFEST_SCHEMA, load_schema
 from reconciler.secret_store import Resolved, resolve
 from reconciler.sources import read_documents
 
 
 @cache
 def schema_set() -> SchemaSet:
-    providers = {name: load_schema(filename) for name, filename in PROVIDER_SCHEMAS.items()}
+    providers = {name: load_schema(filename) for name, filename in schema_files().items()}
     return build_schema_set(load_schema(MANIFEST_SCHEMA), providers)
 
 
 def load_desired(paths: Sequence[str]) -> tuple[DesiredSession, ...]:
     """Read and validate every file; raise ValidationFailed with every problem at once."""
     documents, unreadable = read_documents(list(paths))
-    result = validate_documents(documents, schema_set())
+    result = validate_documents(documents, schema_set(), provider_rules())
     if unreadable or not result.ok:
         raise ValidationFailed([*unreadable, *result.problems])
     return result.sessions

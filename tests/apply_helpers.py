@@ -13,18 +13,21 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from random import Random
 from typing import Any
 
 import pytest
 
-from reconciler.emulator.server import EmulatorServer
+from reconciler.emulator.server import DEFAULT_ARTC_APP_ID, DEFAULT_ARTC_APP_KEY, EmulatorServer
 from reconciler.emulator.volcengine import Faults
-from reconciler.providers.volcengine import VolcengineClient
+from reconciler.providers.volcengine.client import VolcengineClient
 
 AK = "AKLTapplytests"
 SK = "apply-tests-secret-access-key"
@@ -94,6 +97,52 @@ def session(
     if announcements:
         entry["announcements"] = [dict(a) for a in announcements]
     return entry
+
+
+ALIYUN_AGENT = "39f8e0bc005e4f309379701645f4a1b2"
+
+
+def aliyun_session(
+    name: str,
+    *,
+    greeting: str = "Hello!",
+    voice: str = "zhixiaoxia",
+    prompt: str = "You are the front desk.",
+    channel: str | None = None,
+    announcements: Sequence[Mapping[str, Any]] = (),
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """One valid Alibaba Cloud AI-agent session (its AuthToken is made by the reconciler)."""
+    entry: dict[str, Any] = {
+        "name": name,
+        "provider": "aliyun",
+        "spec": {
+            "AIAgentId": ALIYUN_AGENT,
+            "RuntimeConfig": {
+                "ChannelId": channel or f"ch-{name}",
+                "AgentUserId": f"agent-{name}",
+            },
+            "AgentConfig": {
+                "Greeting": greeting,
+                "TtsConfig": {"VoiceId": voice},
+                "LlmConfig": {"LlmSystemPrompt": prompt},
+            },
+            "UserData": {"tenant": "acme"},
+        },
+    }
+    if announcements:
+        entry["announcements"] = [dict(a) for a in announcements]
+    if labels:
+        entry["labels"] = dict(labels)
+    return entry
+
+
+def live_instances(emulator: EmulatorServer) -> dict[tuple[str, str], dict[str, Any]]:
+    """The emulator's live Alibaba Cloud instances by (ChannelId, AgentUserId)."""
+    return {
+        (i["RuntimeConfig"]["ChannelId"], i["RuntimeConfig"]["AgentUserId"]): i
+        for i in emulator.aliyun.live_instances()
+    }
 
 
 def write_manifest(path: Path, sessions: Iterable[Mapping[str, Any]]) -> Path:
@@ -191,6 +240,13 @@ def cli_env(
         "RECONCILER_MAX_ATTEMPTS": "10",
         "RECONCILER_MAX_RETRY_SECONDS": "10",
         "RECONCILER_VOLCENGINE__TIMEOUT": "10",
+        # The emulator serves both clouds on one port, with the same key pair.
+        "RECONCILER_ALIYUN__ENDPOINT": emulator_url,
+        "RECONCILER_ALIYUN__ACCESS_KEY_ID": access_key_id,
+        "RECONCILER_ALIYUN__ACCESS_KEY_SECRET": secret_access_key,
+        "RECONCILER_ALIYUN__ARTC_APP_ID": DEFAULT_ARTC_APP_ID,
+        "RECONCILER_ALIYUN__ARTC_APP_KEY": DEFAULT_ARTC_APP_KEY,
+        "RECONCILER_ALIYUN__TIMEOUT": "10",
         **SECRET_ENV,
     }
     env.update({f"RECONCILER_{name.upper()}": value for name, value in settings.items()})
@@ -202,7 +258,7 @@ def _child_environ(env: Mapping[str, str]) -> dict[str, str]:
     base = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("RECONCILER_", "VOLC_")) and key not in SECRET_ENV
+        if not key.startswith(("RECONCILER_", "VOLC_", "ALIBABA_CLOUD_")) and key not in SECRET_ENV
     }
     base.update(env)
     base["PYTHONUNBUFFERED"] = "1"
@@ -282,7 +338,7 @@ class Workspace:
         environ = env if env is not None else self.env()
         with pytest.MonkeyPatch.context() as patch:
             for key in list(os.environ):
-                if key.startswith(("RECONCILER_", "VOLC_")) or key in SECRET_ENV:
+                if key.startswith(("RECONCILER_", "VOLC_", "ALIBABA_CLOUD_")) or key in SECRET_ENV:
                     patch.delenv(key)
             for key, value in environ.items():
                 patch.setenv(key, value)
@@ -324,3 +380,42 @@ class Workspace:
         if not parent.exists():
             return b""
         return b"".join(p.read_bytes() for p in sorted(parent.iterdir()) if p.is_file())
+
+
+def kill_repeatedly(
+    ws: Workspace,
+    kills: int,
+    rng: Random,
+    *extra: str,
+    calls: Callable[[], int] | None = None,
+) -> list[int]:
+    """Start `apply` as a subprocess and SIGKILL it mid-flight, `kills` times in a row.
+
+    Even rounds kill once a random number of calls (1-20) reached the emulator since the run
+    started (small numbers land inside the recovery of the previous kill); odd rounds kill a
+    random delay (0-40 ms) after its first call. With 20 ms per call and 8 in flight, no round
+    consumes more than ~30 calls, so every run is still busy when its moment comes. Returns
+    how many intents each kill left pending. `calls` counts the calls that reached the cloud
+    (default: the emulator's Volcengine side).
+    """
+    total = calls or (lambda: int(ws.emulator.calls()["total"]))
+    pending: list[int] = []
+    args = ["apply", str(ws.manifests), "--auto-approve", *extra]
+    for round_ in range(kills):
+        process = spawn_cli(args, ws.env(), ws.root)
+        base = total()
+        target = base + (rng.randint(1, 20) if round_ % 2 == 0 else 1)
+        delay = 0.0 if round_ % 2 == 0 else rng.uniform(0.0, 0.04)
+        safety = time.monotonic() + 60  # a stuck run is killed anyway, never waited on forever
+        while process.poll() is None and total() < target and time.monotonic() < safety:
+            time.sleep(0.001)
+        if delay and process.poll() is None:
+            time.sleep(delay)
+        finished_by_itself = process.poll() is not None
+        if not finished_by_itself:
+            os.kill(process.pid, signal.SIGKILL)
+        _, err = process.communicate(timeout=60)
+        assert not finished_by_itself, f"round {round_}: the run ended before its kill:\n{err}"
+        assert process.returncode == -signal.SIGKILL, err
+        pending.append(len(ws.pending()))
+    return pending

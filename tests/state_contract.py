@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, Status
+from reconciler.core.model import (
+    JournalEntry,
+    JournalOp,
+    Liveness,
+    Observation,
+    SessionRecord,
+    Status,
+)
 from reconciler.errors import LockHeld, StateError
 from reconciler.state.base import RecordChange, StateStore
 
@@ -47,6 +54,15 @@ def full_record(name: str, **changes: Any) -> SessionRecord:
         created_at="2025-01-02T03:04:05Z",
         updated_at="2025-01-02T03:04:06.789Z",
         last_error="HTTP 500 InternalError: try again",
+        source="sessions/été.json",
+        attempt="a1b2c3d4e5f60718",
+        observation=Observation(
+            Liveness.ENDED,
+            "Finished",
+            "2025-01-02T03:04:07Z",
+            ended_at="2025-01-02T03:04:00Z",
+            reason="the user hung up",
+        ),
     )
     return replace(record, **changes)
 

@@ -15,9 +15,6 @@ took effect exactly once — none repeated, none undone and redone.
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from random import Random
@@ -31,11 +28,11 @@ from apply_helpers import (
     assert_cloud_matches,
     emulator_server,
     identity,
+    kill_repeatedly,
     ok_calls,
     resolve,
     running,
     session,
-    spawn_cli,
     start_foreign_task,
 )
 
@@ -136,41 +133,6 @@ def test_announcements_under_chaos_are_spoken_at_most_once(chaos: Workspace) -> 
 
 
 # -- SIGKILL ---------------------------------------------------------------------------------
-
-
-def kill_repeatedly(ws: Workspace, kills: int, rng: Random, *extra: str) -> list[int]:
-    """Start `apply` as a subprocess and SIGKILL it mid-flight, `kills` times in a row.
-
-    Even rounds kill once a random number of calls (1-20) reached the emulator since the run
-    started (small numbers land inside the recovery of the previous kill); odd rounds kill a
-    random delay (0-40 ms) after its first call. With 20 ms per call and 8 in flight, no round
-    consumes more than ~30 calls, so every run is still busy when its moment comes. Returns
-    how many intents each kill left pending.
-    """
-    pending: list[int] = []
-    args = ["apply", str(ws.manifests), "--auto-approve", *extra]
-    for round_ in range(kills):
-        process = spawn_cli(args, ws.env(), ws.root)
-        base = ws.emulator.calls()["total"]
-        target = base + (rng.randint(1, 20) if round_ % 2 == 0 else 1)
-        delay = 0.0 if round_ % 2 == 0 else rng.uniform(0.0, 0.04)
-        safety = time.monotonic() + 60  # a stuck run is killed anyway, never waited on forever
-        while (
-            process.poll() is None
-            and ws.emulator.calls()["total"] < target
-            and time.monotonic() < safety
-        ):
-            time.sleep(0.001)
-        if delay and process.poll() is None:
-            time.sleep(delay)
-        finished_by_itself = process.poll() is not None
-        if not finished_by_itself:
-            os.kill(process.pid, signal.SIGKILL)
-        _, err = process.communicate(timeout=60)
-        assert not finished_by_itself, f"round {round_}: the run ended before its kill:\n{err}"
-        assert process.returncode == -signal.SIGKILL, err
-        pending.append(len(ws.pending()))
-    return pending
 
 
 def finish(ws: Workspace, *extra: str) -> Result:

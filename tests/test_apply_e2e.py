@@ -35,8 +35,9 @@ from reconciler.apply import Applier, Outcome
 from reconciler.core.model import DesiredSession, JournalOp
 from reconciler.core.normalize import fingerprint, redact
 from reconciler.emulator.volcengine import Faults
-from reconciler.providers.volcengine import VolcengineClient
-from reconciler.providers.volcengine_sessions import VolcengineSessions
+from reconciler.providers.registry import PROVIDERS
+from reconciler.providers.volcengine.client import VolcengineClient
+from reconciler.providers.volcengine.sessions import VolcengineSessions
 from reconciler.retrying import RetryPolicy
 from reconciler.state.sqlite import SqliteStateStore
 from reconciler.workspace import schema_set
@@ -489,6 +490,7 @@ def test_recovery_finishes_a_start_the_cloud_refuses(ws: Workspace) -> None:
                     store=store,
                     lock=held,
                     providers={"volcengine": VolcengineSessions(client)},
+                    registry=PROVIDERS,
                     secrets={},
                     sensitive=sensitive,
                     now=lambda: "2026-01-01T00:00:00Z",

@@ -17,7 +17,7 @@ import pytest
 
 from reconciler.emulator.server import EmulatorServer
 from reconciler.emulator.volcengine import ALREADY_STARTED_MESSAGE, Faults, TokenBucket
-from reconciler.providers.signing import VolcengineAuth
+from reconciler.providers.volcengine.signing import VolcengineAuth
 
 _SSL_CONTEXT = ssl.create_default_context()
 AK = "AKLTemulatortest"

@@ -38,11 +38,14 @@ from reconciler.core.model import DesiredSession, JournalOp, StateMeta
 from reconciler.core.plan import make_plan
 from reconciler.core.render_markdown import GITHUB_COMMENT_LIMIT, render_markdown
 from reconciler.emulator.volcengine import Faults
+from reconciler.providers.registry import provider_rules
 from reconciler.state.sqlite import SqliteStateStore
 from reconciler.workspace import schema_set
 
 MATCHER = REPO / "examples" / "ci" / "reconciler-problem-matcher.json"
 NOTICE = {"id": "notice-1", "message": "We close in ten minutes."}
+
+RULES = provider_rules()
 
 
 @pytest.fixture
@@ -215,7 +218,7 @@ def test_the_markdown_cap_holds_with_the_specs_of_many_creates() -> None:
         for i in range(300)
     ]
     sensitive = schema_set().sensitive
-    plan = make_plan(sessions, [], StateMeta("l", 1, b"k" * 32), sensitive, {})
+    plan = make_plan(sessions, [], StateMeta("l", 1, b"k" * 32), sensitive, {}, rules=RULES)
     text = render_markdown(plan, sensitive, artifact="plan.json")
     assert len(text) <= GITHUB_COMMENT_LIMIT
     assert "more action details not shown" in text and "`plan.json`" in text

@@ -371,7 +371,7 @@ def test_a_version_1_sqlite_state_migrates_and_keeps_its_records(tmp_path: Path)
         reread = store.get_record("b")
         assert reread is not None and reread.source == "d/b.json"
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_a_version_1_postgres_state_migrates_and_keeps_its_records() -> None:
@@ -424,7 +424,7 @@ def test_a_version_1_postgres_state_migrates_and_keeps_its_records() -> None:
             version = raw.execute(
                 sql.SQL("SELECT version FROM {}").format(names["schema_version"])
             ).fetchone()
-        assert version == (SCHEMA_VERSION,) and SCHEMA_VERSION == 2
+        assert version == (SCHEMA_VERSION,) and SCHEMA_VERSION == 3
 
 
 def test_many_kept_sessions_still_fit_the_comment_limit() -> None:
@@ -434,7 +434,9 @@ def test_many_kept_sessions_still_fit_the_comment_limit() -> None:
     from reconciler.core.outcome import action_outcome
     from reconciler.core.plan import Guards, make_plan
     from reconciler.core.render_markdown import GITHUB_COMMENT_LIMIT, render_markdown
+    from reconciler.providers.registry import provider_rules
 
+    RULES = provider_rules()
     meta = StateMeta("lineage", 1, b"k" * 32)
 
     def declared(index: int) -> DesiredSession:
@@ -444,13 +446,13 @@ def test_many_kept_sessions_still_fit_the_comment_limit() -> None:
         )
 
     sessions = [declared(i) for i in range(3000)]
-    started = make_plan(sessions, [], meta, {}, {}, Guards(max_stops=None))
+    started = make_plan(sessions, [], meta, {}, {}, Guards(max_stops=None), rules=RULES)
     records = [
         replace(record, protect=True)
         for action in started.actions
-        if (record := action_outcome(action, b"k" * 32, {}, {}, "t")) is not None
+        if (record := action_outcome(action, b"k" * 32, {}, {}, "t", rules=RULES)) is not None
     ]
-    plan = make_plan([declared(9999)], records, meta, {}, {})
+    plan = make_plan([declared(9999)], records, meta, {}, {}, rules=RULES)
     assert len(plan.kept) == 3000 and not plan.violations
     text = render_markdown(plan, {}, artifact="plan.json")
     assert len(text) <= GITHUB_COMMENT_LIMIT

@@ -21,7 +21,7 @@ from apply_helpers import AK, SK, Workspace, emulator_server, running, session
 from reconciler.core.model import JournalEntry
 from reconciler.emulator.volcengine import Faults
 from reconciler.errors import ErrorKind, ProviderError
-from reconciler.providers.volcengine import VolcengineClient
+from reconciler.providers.volcengine.client import VolcengineClient
 from reconciler.state.sqlite import SqliteStateStore
 
 # Small and quick: three attempts, a few milliseconds of backoff in all.

@@ -8,11 +8,14 @@ from reconciler.core.model import DesiredSession, StateMeta
 from reconciler.core.outcome import action_outcome
 from reconciler.core.plan import Guards, make_plan
 from reconciler.core.render_markdown import GITHUB_COMMENT_LIMIT, render_markdown
+from reconciler.providers.registry import provider_rules
 
 KEY = b"k" * 32
 META = StateMeta("lineage", 1, KEY)
 SENSITIVE = {"volcengine": frozenset({("Config", "LLMConfig", "APIKey")})}
 APP = "661e4b8f2f1d3c0123456789"
+
+RULES = provider_rules()
 
 
 def session(index: int, temperature: float = 0.5, message: str = "hello") -> DesiredSession:
@@ -34,10 +37,12 @@ def session(index: int, temperature: float = 0.5, message: str = "hello") -> Des
 def test_small_plan_shows_counts_actions_and_details() -> None:
     records = [
         r
-        for a in make_plan([session(1), session(2)], [], META, SENSITIVE, {}).actions
-        if (r := action_outcome(a, KEY, SENSITIVE, {}, "t")) is not None
+        for a in make_plan([session(1), session(2)], [], META, SENSITIVE, {}, rules=RULES).actions
+        if (r := action_outcome(a, KEY, SENSITIVE, {}, "t", rules=RULES)) is not None
     ]
-    plan = make_plan([session(1, temperature=0.9), session(3)], records, META, SENSITIVE, {})
+    plan = make_plan(
+        [session(1, temperature=0.9), session(3)], records, META, SENSITIVE, {}, rules=RULES
+    )
     text = render_markdown(plan, SENSITIVE, artifact="plan.json")
     assert text.index("| start | 1 |") < text.index("#### Actions") < text.index("#### Details")
     assert "| restart (cuts the live conversation) | 1 |" in text
@@ -50,7 +55,7 @@ def test_small_plan_shows_counts_actions_and_details() -> None:
 
 def test_three_thousand_sessions_fit_the_comment_limit_with_a_pointer_to_the_artifact() -> None:
     sessions = [session(i, message="x" * 150) for i in range(3000)]
-    plan = make_plan(sessions, [], META, SENSITIVE, {}, Guards(max_stops=None))
+    plan = make_plan(sessions, [], META, SENSITIVE, {}, Guards(max_stops=None), rules=RULES)
     text = render_markdown(plan, SENSITIVE, artifact="plan.json")
     assert len(text) <= GITHUB_COMMENT_LIMIT
     assert text.startswith("### reconciler plan — Plan: 3000 to start.")
@@ -60,7 +65,7 @@ def test_three_thousand_sessions_fit_the_comment_limit_with_a_pointer_to_the_art
 
 def test_details_are_dropped_before_actions_when_only_details_overflow() -> None:
     sessions = [session(i) for i in range(40)]
-    plan = make_plan(sessions, [], META, SENSITIVE, {})
+    plan = make_plan(sessions, [], META, SENSITIVE, {}, rules=RULES)
     full = render_markdown(plan, SENSITIVE)
     limit = full.index("#### Details") + 800
     text = render_markdown(plan, SENSITIVE, limit=limit)
@@ -73,9 +78,11 @@ def test_details_are_dropped_before_actions_when_only_details_overflow() -> None
 def test_backticks_in_values_cannot_break_out_of_the_block() -> None:
     records = [
         r
-        for a in make_plan([session(1)], [], META, SENSITIVE, {}).actions
-        if (r := action_outcome(a, KEY, SENSITIVE, {}, "t")) is not None
+        for a in make_plan([session(1)], [], META, SENSITIVE, {}, rules=RULES).actions
+        if (r := action_outcome(a, KEY, SENSITIVE, {}, "t", rules=RULES)) is not None
     ]
-    plan = make_plan([session(1, message="```</details>")], records, META, SENSITIVE, {})
+    plan = make_plan(
+        [session(1, message="```</details>")], records, META, SENSITIVE, {}, rules=RULES
+    )
     text = render_markdown(plan, SENSITIVE)
     assert "````\n" in text

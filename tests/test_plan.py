@@ -12,11 +12,14 @@ from reconciler.core.model import Announcement, DesiredSession, SessionRecord, S
 from reconciler.core.outcome import action_outcome
 from reconciler.core.plan import ActionKind, Guards, make_plan
 from reconciler.core.render import render_json, render_text, summary_line
+from reconciler.providers.registry import provider_rules
 
 KEY = b"k" * 32
 META = StateMeta("lineage-1", 7, KEY)
 SENSITIVE = {"volcengine": frozenset({("Config", "LLMConfig", "APIKey")})}
 APP = "661e4b8f2f1d3c0123456789"
+
+RULES = provider_rules()
 
 
 def spec(task: str, temperature: float = 0.5, api_key: str = "${env:KEY}") -> dict[str, Any]:
@@ -42,15 +45,15 @@ def session(name: str, **kw: Any) -> DesiredSession:
 
 
 def applied(sessions: list[DesiredSession], secrets: dict[str, str]) -> list[SessionRecord]:
-    plan = make_plan(sessions, [], META, SENSITIVE, secrets, Guards(max_stops=None))
-    records = [action_outcome(a, KEY, SENSITIVE, secrets, "t0") for a in plan.actions]
+    plan = make_plan(sessions, [], META, SENSITIVE, secrets, Guards(max_stops=None), rules=RULES)
+    records = [action_outcome(a, KEY, SENSITIVE, secrets, "t0", rules=RULES) for a in plan.actions]
     return [r for r in records if r is not None]
 
 
 def test_creates_deletes_and_noops_in_name_order() -> None:
     secrets = {"${env:KEY}": "s1"}
     records = applied([session("b"), session("c")], secrets)
-    plan = make_plan([session("a"), session("b")], records, META, SENSITIVE, secrets)
+    plan = make_plan([session("a"), session("b")], records, META, SENSITIVE, secrets, rules=RULES)
     kinds = [(a.name, a.kind) for a in plan.actions]
     assert kinds == [("a", ActionKind.CREATE), ("b", ActionKind.NOOP), ("c", ActionKind.DELETE)]
     assert plan.lineage == "lineage-1" and plan.serial == 7
@@ -61,7 +64,7 @@ def test_config_change_is_a_replace_that_cuts_the_conversation() -> None:
     secrets = {"${env:KEY}": "s1"}
     records = applied([session("a")], secrets)
     changed = session("a", spec=spec("a", temperature=0.9))
-    plan = make_plan([changed], records, META, SENSITIVE, secrets)
+    plan = make_plan([changed], records, META, SENSITIVE, secrets, rules=RULES)
     (action,) = plan.changes
     assert action.kind is ActionKind.REPLACE and action.cuts_conversation
     assert action.changed_paths == ("/Config/LLMConfig/Temperature",)
@@ -72,7 +75,9 @@ def test_config_change_is_a_replace_that_cuts_the_conversation() -> None:
 
 def test_rotated_secret_is_a_sensitive_change_and_never_shown() -> None:
     records = applied([session("a")], {"${env:KEY}": "old-secret-value"})
-    plan = make_plan([session("a")], records, META, SENSITIVE, {"${env:KEY}": "new-secret-value"})
+    plan = make_plan(
+        [session("a")], records, META, SENSITIVE, {"${env:KEY}": "new-secret-value"}, rules=RULES
+    )
     (action,) = plan.changes
     assert action.kind is ActionKind.REPLACE
     assert action.sensitive_paths == ("/Config/LLMConfig/APIKey",)
@@ -84,18 +89,23 @@ def test_rotated_secret_is_a_sensitive_change_and_never_shown() -> None:
 
 def test_unresolvable_reference_compares_by_name() -> None:
     records = applied([session("a")], {"${env:KEY}": "secret"})
-    plan = make_plan([session("a")], records, META, SENSITIVE, {})
+    plan = make_plan([session("a")], records, META, SENSITIVE, {}, rules=RULES)
     assert not plan.changes
     assert plan.notes and "${env:KEY}" in plan.notes[0]
     renamed = session("a", spec=spec("a", api_key="${env:OTHER}"))
-    plan = make_plan([renamed], records, META, SENSITIVE, {})
+    plan = make_plan([renamed], records, META, SENSITIVE, {}, rules=RULES)
     assert [a.kind for a in plan.changes] == [ActionKind.REPLACE]
 
 
 def test_literal_sensitive_value_is_masked_in_outputs() -> None:
     records = applied([session("a", spec=spec("a", api_key="literal-key-1"))], {})
     plan = make_plan(
-        [session("a", spec=spec("a", api_key="literal-key-2"))], records, META, SENSITIVE, {}
+        [session("a", spec=spec("a", api_key="literal-key-2"))],
+        records,
+        META,
+        SENSITIVE,
+        {},
+        rules=RULES,
     )
     assert plan.changes[0].sensitive_paths == ("/Config/LLMConfig/APIKey",)
     for output in (render_text(plan, SENSITIVE), render_json(plan, SENSITIVE)):
@@ -105,7 +115,7 @@ def test_literal_sensitive_value_is_masked_in_outputs() -> None:
 def test_identity_change_is_a_replace_naming_the_old_task() -> None:
     secrets = {"${env:KEY}": "s"}
     records = applied([session("a", task="t1")], secrets)
-    plan = make_plan([session("a", task="t2")], records, META, SENSITIVE, secrets)
+    plan = make_plan([session("a", task="t2")], records, META, SENSITIVE, secrets, rules=RULES)
     (action,) = plan.changes
     assert action.kind is ActionKind.REPLACE
     assert action.previous_identity == f"{APP}/room-1/t1"
@@ -123,13 +133,19 @@ def test_new_announcement_is_an_update_and_labels_only_touch_the_record() -> Non
         META,
         SENSITIVE,
         secrets,
+        rules=RULES,
     )
     (action,) = plan.changes
     assert action.kind is ActionKind.UPDATE and not action.record_only
     assert action.announcements == (second,)
     assert "labels changed (record only)" in action.reason
     plan = make_plan(
-        [session("a", announcements=(first,), protect=True)], records, META, SENSITIVE, secrets
+        [session("a", announcements=(first,), protect=True)],
+        records,
+        META,
+        SENSITIVE,
+        secrets,
+        rules=RULES,
     )
     assert plan.changes[0].record_only
 
@@ -137,17 +153,19 @@ def test_new_announcement_is_an_update_and_labels_only_touch_the_record() -> Non
 def test_guards() -> None:
     secrets = {"${env:KEY}": "s"}
     records = applied([session(f"s{i}") for i in range(5)], secrets)
-    empty = make_plan([], records, META, SENSITIVE, secrets)
+    empty = make_plan([], records, META, SENSITIVE, secrets, rules=RULES)
     assert empty.violations and "--allow-empty" in empty.violations[0]
     allowed = make_plan(
-        [], records, META, SENSITIVE, secrets, Guards(allow_empty=True, max_stops=5)
+        [], records, META, SENSITIVE, secrets, Guards(allow_empty=True, max_stops=5), rules=RULES
     )
     assert not allowed.violations
-    budget = make_plan([], records, META, SENSITIVE, secrets, Guards(allow_empty=True, max_stops=4))
+    budget = make_plan(
+        [], records, META, SENSITIVE, secrets, Guards(allow_empty=True, max_stops=4), rules=RULES
+    )
     assert budget.violations and "--max-stops 5" in budget.violations[0]
     protected = [replace(records[0], protect=True), *records[1:]]
     keep = [session(f"s{i}") for i in range(1, 5)]
-    plan = make_plan(keep, protected, META, SENSITIVE, secrets)
+    plan = make_plan(keep, protected, META, SENSITIVE, secrets, rules=RULES)
     # A protected session no longer declared is kept running, and blocks nothing.
     assert not plan.violations
     kept = [a for a in plan.actions if a.name == "s0"]
@@ -156,15 +174,17 @@ def test_guards() -> None:
     ]
     assert not plan.changes
     restart = [session("s0", spec=spec("s0", temperature=0.1), protect=True), *keep]
-    plan = make_plan(restart, protected, META, SENSITIVE, secrets)
+    plan = make_plan(restart, protected, META, SENSITIVE, secrets, rules=RULES)
     assert any("refusing to restart" in v for v in plan.violations)
 
 
 def test_plan_is_deterministic() -> None:
     secrets = {"${env:KEY}": "s"}
     sessions = [session(n) for n in ("z", "m", "a")]
-    one = render_json(make_plan(sessions, [], META, SENSITIVE, secrets), SENSITIVE)
-    two = render_json(make_plan(list(reversed(sessions)), [], META, SENSITIVE, secrets), SENSITIVE)
+    one = render_json(make_plan(sessions, [], META, SENSITIVE, secrets, rules=RULES), SENSITIVE)
+    two = render_json(
+        make_plan(list(reversed(sessions)), [], META, SENSITIVE, secrets, rules=RULES), SENSITIVE
+    )
     assert one == two
 
 
@@ -200,10 +220,12 @@ def test_after_recording_a_plan_planning_again_yields_only_noops(
 ) -> None:
     records = applied(before, first_secrets)
     guards = Guards(allow_empty=True, max_stops=None)
-    plan = make_plan(after, records, META, SENSITIVE, second_secrets, guards)
-    outcome = [action_outcome(a, KEY, SENSITIVE, second_secrets, "t1") for a in plan.actions]
+    plan = make_plan(after, records, META, SENSITIVE, second_secrets, guards, rules=RULES)
+    outcome = [
+        action_outcome(a, KEY, SENSITIVE, second_secrets, "t1", rules=RULES) for a in plan.actions
+    ]
     recorded = [record for record in outcome if record is not None]
-    again = make_plan(after, recorded, META, SENSITIVE, second_secrets, guards)
+    again = make_plan(after, recorded, META, SENSITIVE, second_secrets, guards, rules=RULES)
     assert not again.changes, [(a.name, a.kind, a.reason) for a in again.changes]
     # Protected sessions no longer declared are kept running (and stay recorded).
     declared = {session.name for session in after}

@@ -11,9 +11,8 @@ from aliyun_helpers import spec as aliyun_spec
 from provider_contract import CONTRACT, Check, ProviderCase
 
 from reconciler.emulator.server import EmulatorServer
-from reconciler.errors import ProviderError
-from reconciler.providers.volcengine import VolcengineClient
-from reconciler.providers.volcengine_sessions import VolcengineSessions
+from reconciler.providers.volcengine.client import VolcengineClient
+from reconciler.providers.volcengine.sessions import VolcengineSessions
 
 pytestmark = pytest.mark.anyio
 VOLC_APP = "661e4b8f2f1d3c0123456789"
@@ -87,24 +86,11 @@ def aliyun_case(emulator: EmulatorServer) -> ProviderCase:
 
 
 CASES = {"volcengine": volcengine_case, "aliyun": aliyun_case}
-# Known gaps, strict: the day a gap closes its xfail fails, and the entry must go.
-# Volcengine's client still raises a bare ProviderError(kind=NOT_FOUND) rather than the
-# NotFound type errors.py asks for; the provider-package move (another branch) converts it.
-GAPS = {
-    ("volcengine", "check_start_announce_stop_then_stop_again_is_not_found"),
-    ("volcengine", "check_announcing_to_a_stopped_session_fails"),
-}
 
 
 def _runs() -> list[Any]:
-    gap = pytest.mark.xfail(strict=True, raises=ProviderError, reason="untyped NotFound")
     return [
-        pytest.param(
-            name,
-            check,
-            id=f"{name}-{check.__name__}",
-            marks=[gap] if (name, check.__name__) in GAPS else [],
-        )
+        pytest.param(name, check, id=f"{name}-{check.__name__}")
         for name in sorted(CASES)
         for check in CONTRACT
     ]

@@ -13,7 +13,14 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from reconciler.errors import ErrorKind, ProviderError
+from reconciler.errors import (
+    AuthRefused,
+    Conflict,
+    NotFound,
+    ProviderError,
+    Terminal,
+    Transient,
+)
 from reconciler.retrying import RetryPolicy, TokenBucket, call_with_retries
 
 RUNS = 200  # repetitions for the properties of random waits
@@ -49,9 +56,7 @@ def free_bucket() -> TokenBucket:
 
 
 def retryable(code: str = "InternalError", retry_after: float | None = None) -> ProviderError:
-    return ProviderError(
-        ErrorKind.RETRYABLE, "try again", code=code, status=500, retry_after=retry_after
-    )
+    return Transient("try again", code=code, status=500, retry_after=retry_after)
 
 
 def failing(
@@ -204,10 +209,10 @@ def test_retryable_errors_are_retried_until_the_call_succeeds() -> None:
 @pytest.mark.parametrize(
     "error",
     [
-        ProviderError(ErrorKind.TERMINAL, "bad parameter", code="InvalidParameter", status=400),
-        ProviderError(ErrorKind.TERMINAL, "refused", code="SignatureDoesNotMatch", status=401),
-        ProviderError(ErrorKind.CONFLICT, "already started", code="TaskAlreadyExists"),
-        ProviderError(ErrorKind.NOT_FOUND, "no such task", code="ActiveTaskNotFound"),
+        Terminal("bad parameter", code="InvalidParameter", status=400),
+        AuthRefused("refused", code="SignatureDoesNotMatch", status=401),
+        Conflict("already started", code="TaskAlreadyExists"),
+        NotFound("no such task", code="ActiveTaskNotFound"),
         ValueError("not a provider error at all"),
     ],
     ids=["terminal", "auth", "conflict", "not-found", "other-exception"],

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from reconciler.providers.signing import (
+from reconciler.providers.volcengine.signing import (
     Credential,
     VolcengineAuth,
     canonical_query,

@@ -186,6 +186,30 @@ def test_serial_bumps_from_two_checkouts_add_up(
         assert len(second.list_records()) == 50
 
 
+def test_a_version_2_state_is_migrated_keeping_its_records(
+    open_store: Callable[..., PostgresStateStore],
+    schema: str,
+    raw: psycopg.Connection[tuple[object, ...]],
+) -> None:
+    """Version 3 adds the Start's attempt and the last observation; older records have none."""
+    with open_store() as store:
+        store.put_record(full_record("old", attempt=None, observation=None))
+    sessions = sql.Identifier(schema, "sessions")
+    raw.execute(sql.SQL("ALTER TABLE {} DROP COLUMN observation").format(sessions))
+    raw.execute(sql.SQL("ALTER TABLE {} DROP COLUMN attempt").format(sessions))
+    raw.execute(
+        sql.SQL("UPDATE {} SET version = 2").format(sql.Identifier(schema, "schema_version"))
+    )
+    with open_store() as store:
+        assert store.get_record("old") == full_record("old", attempt=None, observation=None)
+        store.put_record(full_record("new"))
+        assert store.get_record("new") == full_record("new")
+    version = raw.execute(
+        sql.SQL("SELECT version FROM {}").format(sql.Identifier(schema, "schema_version"))
+    ).fetchall()
+    assert version == [(SCHEMA_VERSION,)] and SCHEMA_VERSION == 3
+
+
 def test_newer_schema_is_refused(
     open_store: Callable[..., PostgresStateStore],
     schema: str,

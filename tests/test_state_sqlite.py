@@ -75,6 +75,24 @@ def test_schema_version_is_recorded(store: SqliteStateStore, db_path: Path) -> N
     assert {"meta", "sessions", "journal"} <= tables
 
 
+def test_a_version_2_state_is_migrated_keeping_its_records(db_path: Path) -> None:
+    """Version 3 adds the Start's attempt and the last observation; older records have none."""
+    with SqliteStateStore(db_path) as store:
+        store.put_record(full_record("old", attempt=None, observation=None))
+    raw = sqlite3.connect(db_path)
+    with raw:
+        raw.execute("ALTER TABLE sessions DROP COLUMN observation")
+        raw.execute("ALTER TABLE sessions DROP COLUMN attempt")
+        raw.execute("PRAGMA user_version = 2")
+    raw.close()
+    with SqliteStateStore(db_path) as store:
+        assert store.get_record("old") == full_record("old", attempt=None, observation=None)
+        store.put_record(full_record("new"))
+        assert store.get_record("new") == full_record("new")
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
 def test_newer_schema_is_refused(db_path: Path) -> None:
     SqliteStateStore(db_path).close()
     raw = sqlite3.connect(db_path)

@@ -15,8 +15,18 @@ import pytest
 
 from reconciler.emulator.server import EmulatorServer
 from reconciler.emulator.volcengine import ALREADY_STARTED_MESSAGE, Faults
-from reconciler.errors import ErrorKind, ProviderError, SettingsError
-from reconciler.providers.volcengine import VolcengineClient, classify, parse_retry_after
+from reconciler.errors import (
+    AuthRefused,
+    Conflict,
+    ErrorKind,
+    NotFound,
+    ProviderError,
+    SettingsError,
+    Terminal,
+    Throttled,
+    Transient,
+)
+from reconciler.providers.volcengine.client import VolcengineClient, classify, parse_retry_after
 
 pytestmark = pytest.mark.anyio
 
@@ -135,6 +145,7 @@ async def test_wrong_secret_is_terminal(emulator: EmulatorServer) -> None:
         "SignatureDoesNotMatch",
         401,
     )
+    assert isinstance(error, AuthRefused)
     assert "not-the-secret" not in str(error)
 
 
@@ -142,6 +153,7 @@ async def test_wrong_access_key_is_terminal(emulator: EmulatorServer) -> None:
     async with make_client(emulator.url, access_key_id="AKLTsomeoneelse") as c:
         error = await failure(c.stop(APP, "room1", "task1"))
     assert (error.kind, error.code) == (ErrorKind.TERMINAL, "InvalidAccessKey")
+    assert isinstance(error, AuthRefused)
 
 
 async def test_expired_x_date_is_terminal(emulator: EmulatorServer) -> None:
@@ -185,6 +197,7 @@ async def test_qps_cap_is_retryable_with_retry_after(
     await client.start(start_body("a"))
     error = await failure(client.start(start_body("b")))
     assert (error.kind, error.code, error.status) == (ErrorKind.RETRYABLE, "FlowLimitExceeded", 429)
+    assert isinstance(error, Throttled)
     assert error.retry_after == 3.0
     assert [t["TaskId"] for t in emulator.tasks()] == ["a"]
 
@@ -371,29 +384,31 @@ async def test_echoed_secrets_are_masked_in_errors(scripted: ScriptedServer) -> 
 @pytest.mark.parametrize(
     ("status", "code", "message", "kind"),
     [
-        (400, "InvalidParameter.TaskAlreadyExists", "", ErrorKind.CONFLICT),
-        (400, "InvalidParameter", ALREADY_STARTED_MESSAGE, ErrorKind.CONFLICT),
-        (400, "AlreadyStarted", "", ErrorKind.CONFLICT),
-        (400, "TaskNotExist", "", ErrorKind.NOT_FOUND),
-        (400, "InvalidParameter.ErrorActiveTaskNotFound", "", ErrorKind.NOT_FOUND),
-        (404, "TaskNotFound", "", ErrorKind.NOT_FOUND),
-        (429, "", "", ErrorKind.RETRYABLE),
-        (200, "FlowLimitExceeded.QPSOverLimit", "", ErrorKind.RETRYABLE),
-        (500, "InternalError", "", ErrorKind.RETRYABLE),
-        (200, "InternalServiceTimeout", "", ErrorKind.RETRYABLE),
-        (200, "InternalServiceError", "", ErrorKind.RETRYABLE),
-        (200, "ServiceUnavailableTemp", "", ErrorKind.RETRYABLE),
-        (599, "", "", ErrorKind.RETRYABLE),
-        (None, "", "", ErrorKind.TERMINAL),
-        (200, "", "<html>", ErrorKind.RETRYABLE),
-        (200, "InvalidParameter", "bad", ErrorKind.TERMINAL),
-        (401, "SignatureDoesNotMatch", "", ErrorKind.TERMINAL),
-        (403, "AccessDenied", "", ErrorKind.TERMINAL),
-        (400, "MissingParameter", "", ErrorKind.TERMINAL),
-        (404, "InvalidActionOrVersion", "", ErrorKind.TERMINAL),
+        (400, "InvalidParameter.TaskAlreadyExists", "", Conflict),
+        (400, "InvalidParameter", ALREADY_STARTED_MESSAGE, Conflict),
+        (400, "AlreadyStarted", "", Conflict),
+        (400, "TaskNotExist", "", NotFound),
+        (400, "InvalidParameter.ErrorActiveTaskNotFound", "", NotFound),
+        (404, "TaskNotFound", "", NotFound),
+        (429, "", "", Throttled),
+        (200, "FlowLimitExceeded.QPSOverLimit", "", Throttled),
+        (500, "InternalError", "", Transient),
+        (200, "InternalServiceTimeout", "", Transient),
+        (200, "InternalServiceError", "", Transient),
+        (200, "ServiceUnavailableTemp", "", Transient),
+        (599, "", "", Transient),
+        (None, "", "", Terminal),
+        (200, "", "<html>", Transient),
+        (200, "InvalidParameter", "bad", Terminal),
+        (401, "SignatureDoesNotMatch", "", AuthRefused),
+        (403, "AccessDenied", "", AuthRefused),
+        (400, "InvalidAccessKey", "", AuthRefused),
+        (401, "InvalidSecretToken", "", AuthRefused),
+        (400, "MissingParameter", "", Terminal),
+        (404, "InvalidActionOrVersion", "", Terminal),
     ],
 )
-def test_classify(status: int | None, code: str, message: str, kind: ErrorKind) -> None:
+def test_classify(status: int | None, code: str, message: str, kind: type[ProviderError]) -> None:
     assert classify(status, code, message) is kind
 
 

@@ -68,8 +68,64 @@ class DesiredSession:
         return Location(self.source.file, pointer, nearest_line(self.lines, pointer))
 
 
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who started a session: the state's lineage, the session's name and the attempt (a fresh
+    id per Start, journaled with the intent before the call). A provider whose sessions are
+    addressed by a server-assigned id writes it into the session (Aliyun: UserData) so that a
+    Start whose answer was lost can still be recognised by listing."""
+
+    lineage: str
+    session: str
+    attempt: str
+
+    def as_tag(self) -> dict[str, str]:
+        return {"lineage": self.lineage, "session": self.session, "attempt": self.attempt}
+
+    @classmethod
+    def from_tag(cls, tag: object) -> Owner | None:
+        """The owner a tag names, or None for anything that is not one of our tags."""
+        if not isinstance(tag, Mapping):
+            return None
+        fields = [tag.get(key) for key in ("lineage", "session", "attempt")]
+        if not all(isinstance(value, str) and value for value in fields):
+            return None
+        lineage, session, attempt = (str(value) for value in fields)
+        return cls(lineage, session, attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """One live session the cloud lists (Aliyun ListAIAgentInstance rows carry no InstanceId)."""
+
+    identity: Mapping[str, str]  # the declared identity fields it runs under
+    owner: Owner | None  # our tag, when it carries one
+    status: str
+
+
 class Status(StrEnum):
     RUNNING = "running"
+
+
+class Liveness(StrEnum):
+    RUNNING = "running"
+    ENDED = "ended"  # finished by itself (idle timeout, the user left, hung up)
+    UNKNOWN = "unknown"  # the cloud could not say (error, not found where not expected)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the cloud said of one recorded session, last time it was asked."""
+
+    liveness: Liveness
+    status: str  # the cloud's own word: Created / Executing / Finished; "" when unknown
+    observed_at: str  # ISO 8601 UTC, when the answer came
+    ended_at: str | None = None  # when it finished, where the cloud says
+    reason: str = ""  # why it ended ("the user hung up"), or why it is unknown
+
+    @property
+    def ended(self) -> bool:
+        return self.liveness is Liveness.ENDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +153,11 @@ class SessionRecord:
     # The manifest file the session was last applied from, as the user gave it
     # (`sessions/us/a.json`); None for records written before sources were kept.
     source: str | None = None
+    # The attempt id of the Start that made this record (the owner tag's `attempt`): a live
+    # session listed with our lineage's tag but another attempt is not this one.
+    attempt: str | None = None
+    # What the cloud last said of it (providers that can observe); None: never observed.
+    observation: Observation | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,18 +10,22 @@ from dataclasses import replace
 from reconciler.core.model import DesiredSession, SessionRecord, Status
 from reconciler.core.normalize import SensitivePaths, canonical_json, fingerprint, redact
 from reconciler.core.plan import Action, ActionKind
-from reconciler.core.providers import RULES
+from reconciler.core.providers import ProviderRules
 
 
 def started_record(
     session: DesiredSession,
+    provider_ids: Mapping[str, str],
     key: bytes,
     sensitive: Mapping[str, SensitivePaths],
     secrets: Mapping[str, str],
     now: str,
     previous: SessionRecord | None = None,
+    attempt: str | None = None,
 ) -> SessionRecord:
-    """The record of a session whose Start succeeded.
+    """The record of a session whose Start succeeded; `provider_ids` are its declared identity
+    fields and whatever ids the cloud assigned (Aliyun's InstanceId), `attempt` the owner
+    tag's attempt that Start carried.
 
     Announcements already listed when a session starts are recorded as delivered without being
     played: a just-started agent greets with its WelcomeMessage, and an old notice replayed into
@@ -37,7 +41,7 @@ def started_record(
         fingerprint=fingerprint(redacted),
         spec_json=canonical_json(redacted),
         status=Status.RUNNING,
-        provider_ids=RULES[session.provider].identity_ids(session.spec),
+        provider_ids=dict(provider_ids),
         announcements_delivered=tuple(sorted(delivered)),
         protect=session.protect,
         labels=dict(session.labels),
@@ -45,6 +49,7 @@ def started_record(
         updated_at=now,
         last_error=None,
         source=session.source.file or (previous.source if previous else None),
+        attempt=attempt,
     )
 
 
@@ -68,6 +73,26 @@ def updated_record(
     )
 
 
+def reconfigured_record(
+    record: SessionRecord,
+    session: DesiredSession,
+    key: bytes,
+    sensitive: Mapping[str, SensitivePaths],
+    secrets: Mapping[str, str],
+    now: str,
+) -> SessionRecord:
+    """The record once the provider accepted the declared spec in place: its spec and
+    fingerprint move, so the next plan compares against what now runs."""
+    redacted = redact(session.spec, sensitive.get(session.provider, frozenset()), key, secrets)
+    return replace(
+        record,
+        fingerprint=fingerprint(redacted),
+        spec_json=canonical_json(redacted),
+        updated_at=now,
+        last_error=None,
+    )
+
+
 def with_error(record: SessionRecord, error: str, now: str) -> SessionRecord:
     """The record, unchanged but for the last error (a failed stop keeps the record)."""
     return replace(record, updated_at=now, last_error=error)
@@ -79,16 +104,26 @@ def action_outcome(
     sensitive: Mapping[str, SensitivePaths],
     secrets: Mapping[str, str],
     now: str,
+    *,
+    rules: Mapping[str, ProviderRules],
+    assigned: Mapping[str, str] | None = None,
+    attempt: str | None = None,
 ) -> SessionRecord | None:
-    """The record once every call of the action succeeded (None: the session is gone)."""
+    """The record once every call of the action succeeded (None: the session is gone);
+    `assigned` are the ids a Start returned and `attempt` its owner tag's attempt."""
     if action.kind is ActionKind.DELETE:
         return None
     if action.kind in (ActionKind.CREATE, ActionKind.REPLACE):
-        assert action.desired is not None
-        return started_record(action.desired, key, sensitive, secrets, now, action.recorded)
+        session = action.desired
+        assert session is not None
+        ids = {**rules[session.provider].identity_ids(session.spec), **(assigned or {})}
+        return started_record(session, ids, key, sensitive, secrets, now, action.recorded, attempt)
     assert action.recorded is not None
     if action.kind is ActionKind.UPDATE:
         assert action.desired is not None
+        record = action.recorded
+        if action.in_place_paths:
+            record = reconfigured_record(record, action.desired, key, sensitive, secrets, now)
         delivered = (a.id for a in action.announcements)
-        return updated_record(action.recorded, action.desired, delivered, now)
+        return updated_record(record, action.desired, delivered, now)
     return action.recorded

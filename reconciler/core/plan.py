@@ -1,11 +1,12 @@
 """Desired × recorded → actions. Pure and deterministic: the same inputs give the same plan.
 
 Each session gets exactly one action:
-    create   declared, not running                            → Start
+    create   declared, not running (or it ended by itself)    → Start
     delete   running, no longer declared                      → Stop
-    replace  running with another config or identity          → Stop, then Start (cuts the live
-             conversation: Volcengine cannot change a running task's config)
-    update   running, same config, new announcements          → UpdateVoiceChat per announcement
+    replace  running with another identity, or a config change → Stop, then Start (cuts the
+             outside the provider's in-place fields            live conversation)
+    update   running, config changed only in in-place fields  → the provider's update call
+             and/or new announcements                         → one announce call each
              or changed labels/protect only                   → the record only, no call
     keep     protected, no longer declared                    → nothing: it keeps running (as
              Argo CD's Prune=false); shown, but not a change
@@ -21,7 +22,14 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from reconciler.core.model import Announcement, DesiredSession, SessionRecord, StateMeta
+from reconciler.core.model import (
+    Announcement,
+    DesiredSession,
+    LiveSession,
+    Observation,
+    SessionRecord,
+    StateMeta,
+)
 from reconciler.core.normalize import (
     Redactor,
     SensitivePaths,
@@ -32,7 +40,7 @@ from reconciler.core.normalize import (
     text_fingerprint,
     value_at,
 )
-from reconciler.core.providers import RULES
+from reconciler.core.providers import ProviderRules
 from reconciler.core.selection import EVERY_SESSION, Selection
 
 DEFAULT_MAX_STOPS = 20
@@ -81,6 +89,9 @@ class Action:
     field_changes: tuple[FieldChange, ...] = ()
     previous_identity: str | None = None
     announcements: tuple[Announcement, ...] = ()
+    # The spec pointers an update changes in place (all under the provider's in-place
+    # prefixes): apply sends them with the provider's update call and moves the record's spec.
+    in_place_paths: tuple[str, ...] = ()
     # New announcements a replace does not play: the restart starts a new conversation, so
     # apply records them as delivered, as for a create.
     not_played: tuple[Announcement, ...] = ()
@@ -98,7 +109,8 @@ class Action:
 
     @property
     def record_only(self) -> bool:
-        return self.kind is ActionKind.UPDATE and not self.announcements
+        """An update of labels/protect only: the record changes, the cloud is not called."""
+        return self.kind is ActionKind.UPDATE and not self.announcements and not self.in_place_paths
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +173,14 @@ def make_plan(
     selection: Selection = EVERY_SESSION,
     given_paths: Sequence[str] = (),
     empty_references: Set[str] = frozenset(),
+    *,
+    rules: Mapping[str, ProviderRules],
+    live: Sequence[LiveSession] = (),
 ) -> Plan:
-    """The plan for the sessions in `selection` (all by default). `given_paths` are the
+    """The plan for the sessions in `selection` (all by default), by each provider's `rules`.
+    Records carry what the cloud last said of them (`observation`): one that ended by itself
+    is started again. `live` are the live sessions the observing providers listed, for the
+    note about those carrying this state's tag that no record tracks. `given_paths` are the
     paths the desired set was read from (each as given and as absolute), for the note about
     records declared elsewhere; empty when unknown (a saved plan, a test)."""
     desired, records, outside = _in_scope(desired, records, selection)
@@ -178,21 +196,28 @@ def make_plan(
         record = recorded.get(session.name)
         if record is None:
             actions.append(_create(session))
+        elif record.observation is not None and record.observation.ended:
+            actions.append(
+                replace(_create(session), reason=ended_reason(record.observation), recorded=record)
+            )
         else:
             redactor = redactors[session.provider]
-            actions.append(_compare(session, record, redactor, unresolved))
+            actions.append(_compare(session, record, redactor, unresolved, rules[session.provider]))
     for record in records:
         if record.name not in declared:
             # Protection is kept in the record: a protected session whose declaration was
-            # removed keeps running and does not block the rest of the plan.
-            kept = record.protect
+            # removed keeps running and does not block the rest of the plan. One that ended by
+            # itself is not running to keep: its Stop only confirms it and drops the record.
+            ended = record.observation is not None and record.observation.ended
+            kept = record.protect and not ended
+            reason = "no longer declared" + (" (it had ended by itself)" if ended else "")
             actions.append(
                 Action(
                     ActionKind.KEEP if kept else ActionKind.DELETE,
                     record.name,
                     record.provider,
                     record.identity,
-                    KEPT_REASON if kept else "no longer declared",
+                    KEPT_REASON if kept else reason,
                     recorded=record,
                 )
             )
@@ -205,8 +230,38 @@ def make_plan(
         created_at=created_at,
         max_stops=guards.max_stops,
         notes=_unresolved_note(sorted(unresolved), sorted(empty_references & unresolved))
-        + _outside_paths_note(actions, given_paths),
+        + _outside_paths_note(actions, given_paths)
+        + untracked_notes(live, records, meta.lineage),
         outside_selection=outside,
+    )
+
+
+def ended_reason(observation: Observation) -> str:
+    """Why a recorded session is started again: it ended by itself, with when and why."""
+    details = [observation.reason] if observation.reason else []
+    if observation.ended_at:
+        details.append(f"at {observation.ended_at}")
+    details.append(f"observed {observation.observed_at}")
+    return f"ended by itself ({', '.join(details)}); started again"
+
+
+def untracked_notes(
+    live: Sequence[LiveSession], records: Sequence[SessionRecord], lineage: str
+) -> tuple[str, ...]:
+    """Live sessions carrying this state's tag that no record tracks: a Start whose answer was
+    lost and was not settled, or a record removed by hand. They run (and cost) unseen."""
+    tracked = {(record.name, record.attempt) for record in records}
+    untracked = sorted(
+        (session.owner.session, session.owner.attempt, "/".join(session.identity.values()))
+        for session in live
+        if session.owner is not None
+        and session.owner.lineage == lineage
+        and (session.owner.session, session.owner.attempt) not in tracked
+    )
+    return tuple(
+        f'untracked live session with this state\'s tag: "{name}" (attempt {attempt}) runs as '
+        f"{identity} but no record tracks it; a restart into the same channel replaces it"
+        for name, attempt, identity in untracked
     )
 
 
@@ -277,6 +332,7 @@ def _compare(
     record: SessionRecord,
     redactor: Redactor,
     unresolved: Set[str],
+    rules: ProviderRules,
 ) -> Action:
     noop = Action(
         ActionKind.NOOP,
@@ -293,10 +349,60 @@ def _compare(
         return replace(
             noop,
             kind=ActionKind.REPLACE,
-            reason=f"task identity changed (was {record.provider} {record.identity})",
+            reason=(f"{rules.noun} identity changed (was {record.provider} {record.identity})"),
             previous_identity=record.identity,
             not_played=pending,
         )
+    reasons: list[str] = []
+    config = _config_changes(session, record, redactor, unresolved)
+    if config is not None:
+        paths, secret_paths, field_changes = config
+        fixed = tuple(path for path in paths if not rules.updatable_in_place(path))
+        reasons.append(_config_reason(paths, secret_paths, fixed, rules))
+        if fixed:
+            return replace(
+                noop,
+                kind=ActionKind.REPLACE,
+                reason=reasons[0],
+                changed_paths=paths,
+                sensitive_paths=secret_paths,
+                field_changes=field_changes,
+                not_played=pending,
+            )
+    else:
+        paths, secret_paths, field_changes = (), (), ()
+    # An in-place update also carries the new announcements and record fields: recording the
+    # outcome must leave nothing for the next plan to do.
+    record_fields = _record_field_changes(session, record)
+    if pending:
+        ids = ", ".join(a.id for a in pending)
+        reasons.append(f"new announcement{'s' if len(pending) > 1 else ''}: {ids}")
+    if record_fields:
+        what = " and ".join(record_fields)
+        reasons.append(f"{what} changed" + ("" if paths else " (record only)"))
+    if not reasons:
+        return noop
+    return replace(
+        noop,
+        kind=ActionKind.UPDATE,
+        reason="; ".join(reasons),
+        changed_paths=paths + tuple(f"/{name}" for name in record_fields),
+        sensitive_paths=secret_paths,
+        field_changes=field_changes
+        + tuple(
+            FieldChange(f"/{name}", _record_value(record, name), _desired_value(session, name))
+            for name in record_fields
+        ),
+        announcements=pending,
+        in_place_paths=paths,
+    )
+
+
+def _config_changes(
+    session: DesiredSession, record: SessionRecord, redactor: Redactor, unresolved: Set[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[FieldChange, ...]] | None:
+    """The changed spec pointers, those holding sensitive values, and each change for display;
+    None when the declared spec is the recorded one."""
     redacted = redactor.redact(session.spec)
     text = canonical_json(redacted)
     recorded_text = record.spec_json
@@ -306,65 +412,40 @@ def _compare(
         # References that cannot be resolved here are compared by name (see normalize.py).
         recorded_text = relaxed(record.spec_json, missing)
         changed = text != recorded_text
-    if changed:
-        old = json.loads(recorded_text)
-        paths = tuple(changed_paths(old, redacted))
-        secret_paths = tuple(
-            p for p in paths if is_marker(value_at(old, p)) or is_marker(value_at(redacted, p))
+    if not changed:
+        return None
+    old = json.loads(recorded_text)
+    paths = tuple(changed_paths(old, redacted))
+    secret_paths = tuple(
+        p for p in paths if is_marker(value_at(old, p)) or is_marker(value_at(redacted, p))
+    )
+    field_changes = tuple(
+        FieldChange(
+            path,
+            None if path in secret_paths else value_at(old, path),
+            None if path in secret_paths else value_at(redacted, path),
+            path in secret_paths,
         )
-        field_changes = tuple(
-            FieldChange(
-                path,
-                None if path in secret_paths else value_at(old, path),
-                None if path in secret_paths else value_at(redacted, path),
-                path in secret_paths,
-            )
-            for path in paths
-        )
-        rules = RULES[session.provider]
-        in_place = all(rules.updatable_in_place(path) for path in paths)
-        kind = ActionKind.UPDATE if in_place else ActionKind.REPLACE
-        return replace(
-            noop,
-            kind=kind,
-            reason=_config_reason(paths, secret_paths, kind),
-            changed_paths=paths,
-            sensitive_paths=secret_paths,
-            field_changes=field_changes,
-            not_played=pending if kind is ActionKind.REPLACE else (),
-        )
-    record_fields = _record_field_changes(session, record)
-    if pending or record_fields:
-        reasons = []
-        if pending:
-            ids = ", ".join(a.id for a in pending)
-            reasons.append(f"new announcement{'s' if len(pending) > 1 else ''}: {ids}")
-        if record_fields:
-            reasons.append(f"{' and '.join(record_fields)} changed (record only)")
-        return replace(
-            noop,
-            kind=ActionKind.UPDATE,
-            reason="; ".join(reasons),
-            changed_paths=tuple(f"/{name}" for name in record_fields),
-            field_changes=tuple(
-                FieldChange(f"/{name}", _record_value(record, name), _desired_value(session, name))
-                for name in record_fields
-            ),
-            announcements=pending,
-        )
-    return noop
+        for path in paths
+    )
+    return paths, secret_paths, field_changes
 
 
-def _config_reason(paths: Sequence[str], secret_paths: Sequence[str], kind: ActionKind) -> str:
+def _config_reason(
+    paths: Sequence[str], secret_paths: Sequence[str], fixed: Sequence[str], rules: ProviderRules
+) -> str:
     if secret_paths and len(secret_paths) == len(paths):
         what = "sensitive value changed"
     elif secret_paths:
         what = "config changed, including a sensitive value"
     else:
         what = "config changed"
-    if kind is ActionKind.REPLACE:
-        return f"{what}; a running task cannot change its config, so it is restarted"
-    return f"{what}; updated in place"
+    if not fixed:
+        return f"{what}; updated in place"
+    if not rules.in_place_prefixes:
+        return f"{what}; a running {rules.noun} cannot change its config, so it is restarted"
+    shown = ", ".join(fixed[:3]) + (", ..." if len(fixed) > 3 else "")
+    return f"{what}; a running {rules.noun} cannot change {shown} in place, so it is restarted"
 
 
 def _record_field_changes(session: DesiredSession, record: SessionRecord) -> list[str]:

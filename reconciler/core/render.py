@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler.core.model import DesiredSession, SessionRecord
+from reconciler.core.model import DesiredSession, Observation, SessionRecord
 from reconciler.core.normalize import SensitivePaths, is_marker
 from reconciler.core.plan import UNCHANGING, Action, ActionKind, FieldChange, Plan
 from reconciler.core.secrets import escape_token, is_reference
@@ -238,6 +238,7 @@ def _action_document(action: Action, sensitive: Mapping[str, SensitivePaths]) ->
         {"id": a.id, "message": a.message, "interrupt_mode": a.interrupt_mode}
         for a in action.announcements
     ]
+    document["in_place_paths"] = list(action.in_place_paths)
     document["not_played"] = [
         {"id": a.id, "message": a.message, "interrupt_mode": a.interrupt_mode}
         for a in action.not_played
@@ -286,20 +287,45 @@ def record_document(record: SessionRecord) -> dict[str, Any]:
         "updated_at": record.updated_at,
         "last_error": record.last_error,
         "source": record.source,
+        "attempt": record.attempt,
+        "observed": observation_document(record.observation),
     }
+
+
+def observation_document(observation: Observation | None) -> dict[str, Any] | None:
+    if observation is None:
+        return None
+    return {
+        "liveness": observation.liveness.value,
+        "status": observation.status or "unknown",
+        "observed_at": observation.observed_at,
+        "ended_at": observation.ended_at,
+        "reason": observation.reason,
+    }
+
+
+def observed_status(record: SessionRecord) -> str:
+    """The cloud's word for the session (Created / Executing / Finished / unknown) when it was
+    observed; otherwise what the record believes."""
+    if record.observation is None:
+        return record.status.value
+    return record.observation.status or "unknown"
 
 
 def render_records(records: Sequence[SessionRecord]) -> str:
     if not records:
         return "No sessions recorded.\n"
-    rows = [("NAME", "PROVIDER", "IDENTITY", "STATUS", "PROTECT", "UPDATED", "LAST ERROR")]
+    rows = [
+        ("NAME", "PROVIDER", "IDENTITY", "STATUS", "OBSERVED", "PROTECT", "UPDATED", "LAST ERROR")
+    ]
     for record in records:
         rows.append(
             (
                 record.name,
                 record.provider,
                 record.identity,
-                record.status.value,
+                observed_status(record),
+                record.observation.observed_at if record.observation else "-",
                 "yes" if record.protect else "",
                 record.updated_at,
                 _clip(record.last_error or "", 60),

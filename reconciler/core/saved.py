@@ -16,7 +16,7 @@ from typing import Any
 from reconciler.core.model import Announcement, DesiredSession, Location, SessionRecord, StateMeta
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Action, ActionKind, FieldChange, Plan
-from reconciler.core.providers import RULES
+from reconciler.core.providers import ProviderRules
 from reconciler.core.render import PLAN_FORMAT_VERSION, PLAN_KIND
 from reconciler.core.secrets import escape_token, is_reference
 from reconciler.errors import PlanRefused, Problem
@@ -151,15 +151,22 @@ def staleness(saved: SavedPlan, meta: StateMeta, now: datetime, max_age: float) 
     return None
 
 
-def plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord], path: str) -> Plan:
+def plan_from_saved(
+    saved: SavedPlan,
+    records: Sequence[SessionRecord],
+    path: str,
+    rules: Mapping[str, ProviderRules],
+) -> Plan:
     """The reviewed actions, bound to the records they were made against (same serial)."""
     try:
-        return _plan_from_saved(saved, records)
+        return _plan_from_saved(saved, records, rules)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanRefused(f"{path}: not a usable saved plan ({exc!r})") from None
 
 
-def _plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord]) -> Plan:
+def _plan_from_saved(
+    saved: SavedPlan, records: Sequence[SessionRecord], rules: Mapping[str, ProviderRules]
+) -> Plan:
     recorded = {record.name: record for record in records}
     actions: list[Action] = []
     for item in saved.actions:
@@ -186,8 +193,9 @@ def _plan_from_saved(saved: SavedPlan, records: Sequence[SessionRecord]) -> Plan
                 ),
                 previous_identity=item.get("previous_identity"),
                 announcements=tuple(_announcement(a) for a in item.get("announcements", ())),
+                in_place_paths=tuple(str(p) for p in item.get("in_place_paths", ())),
                 not_played=tuple(_announcement(a) for a in item.get("not_played", ())),
-                desired=_desired(desired) if desired is not None else None,
+                desired=_desired(desired, rules) if desired is not None else None,
                 recorded=record,
             )
         )
@@ -205,14 +213,14 @@ def _announcement(item: Mapping[str, Any]) -> Announcement:
     return Announcement(str(item["id"]), str(item["message"]), int(item["interrupt_mode"]))
 
 
-def _desired(item: Mapping[str, Any]) -> DesiredSession:
+def _desired(item: Mapping[str, Any], rules: Mapping[str, ProviderRules]) -> DesiredSession:
     provider = str(item["provider"])
     spec = dict(item["spec"])
     source = item.get("source", {})
     return DesiredSession(
         name=str(item["name"]),
         provider=provider,
-        identity=RULES[provider].identity(spec),
+        identity=rules[provider].identity(spec),
         spec=spec,
         labels=dict(item.get("labels", {})),
         protect=bool(item.get("protect", False)),

@@ -22,7 +22,7 @@ from reconciler.core.load import Document
 from reconciler.core.messages import schema_message
 from reconciler.core.model import Announcement, DesiredSession, Location
 from reconciler.core.normalize import SensitivePaths
-from reconciler.core.providers import RULES
+from reconciler.core.providers import ProviderRules
 from reconciler.core.schema_set import SchemaSet
 from reconciler.core.secrets import (
     ReferenceScanner,
@@ -50,12 +50,14 @@ class ValidationResult:
         return not self.problems
 
 
-def validate_documents(documents: Sequence[Document], schemas: SchemaSet) -> ValidationResult:
+def validate_documents(
+    documents: Sequence[Document], schemas: SchemaSet, rules: Mapping[str, ProviderRules]
+) -> ValidationResult:
     problems: list[Problem] = []
     sessions: list[DesiredSession] = []
     scanner = ReferenceScanner()
     for document in documents:
-        found, document_problems = _validate_document(document, schemas, scanner)
+        found, document_problems = _validate_document(document, schemas, scanner, rules)
         sessions.extend(found)
         problems.extend(document_problems)
     problems.extend(_cross_file_problems(sessions))
@@ -76,7 +78,10 @@ def deep_merge(base: Any, override: Any) -> Any:
 
 
 def _validate_document(
-    document: Document, schemas: SchemaSet, scanner: ReferenceScanner
+    document: Document,
+    schemas: SchemaSet,
+    scanner: ReferenceScanner,
+    rules: Mapping[str, ProviderRules],
 ) -> tuple[list[DesiredSession], list[Problem]]:
     data = document.data
     if data is None:  # an empty file declares nothing
@@ -96,7 +101,7 @@ def _validate_document(
         if not isinstance(raw, dict):
             continue  # the manifest schema already said so
         session, session_problems = _validate_session(
-            document, index, raw, defaults, schemas, scanner
+            document, index, raw, defaults, schemas, scanner, rules
         )
         problems.extend(session_problems)
         if session is not None:
@@ -111,6 +116,7 @@ def _validate_session(
     defaults: dict[str, Any],
     schemas: SchemaSet,
     scanner: ReferenceScanner,
+    rules: Mapping[str, ProviderRules],
 ) -> tuple[DesiredSession | None, list[Problem]]:
     base = f"/sessions/{index}"
     effective = deep_merge(defaults, raw) if defaults else raw
@@ -129,7 +135,7 @@ def _validate_session(
             )
     provider = effective.get("provider")
     spec = effective.get("spec")
-    if not isinstance(provider, str) or provider not in RULES or not isinstance(spec, dict):
+    if not isinstance(provider, str) or provider not in rules or not isinstance(spec, dict):
         return None, problems
 
     passthrough = tuple(p for p in effective.get("passthrough", []) if isinstance(p, str))
@@ -146,7 +152,7 @@ def _validate_session(
             problems.append(_relocated(document, problem, place))
     references, malformed = scanner.scan(spec)
     sensitive = schemas.sensitive.get(provider, frozenset())
-    for relative, message in _spec_rules(provider, spec, malformed, sensitive):
+    for relative, message in _spec_rules(rules[provider], spec, malformed, sensitive):
         problems.append(_problem(document, place("/spec" + relative), message))
     announcements, announcement_problems = _announcements(effective.get("announcements", []))
     for relative, message in announcement_problems:
@@ -154,13 +160,12 @@ def _validate_session(
     if problems:
         return None, problems
 
-    rules = RULES[provider]
     labels = effective.get("labels", {})
     return (
         DesiredSession(
             name=str(effective.get("name", "")),
             provider=provider,
-            identity=rules.identity(spec),
+            identity=rules[provider].identity(spec),
             spec=spec,
             labels=dict(labels) if isinstance(labels, dict) else {},
             protect=bool(effective.get("protect", False)),
@@ -176,16 +181,17 @@ def _validate_session(
 
 
 def _spec_rules(
-    provider: str, spec: Mapping[str, Any], malformed: bool, sensitive: SensitivePaths
+    rules: ProviderRules, spec: Mapping[str, Any], malformed: bool, sensitive: SensitivePaths
 ) -> Iterable[tuple[str, str]]:
     """Rules JSON Schema cannot express, as (pointer within spec, message)."""
     for pointer, text in iter_strings(spec) if malformed else ():
         problem = reference_problem(text, sensitive=_is_sensitive(pointer, sensitive))
         if problem is not None:
             yield pointer, problem
-    for field in RULES[provider].identity_fields:
-        if is_reference(spec.get(field)):
-            yield f"/{field}", f"{field} cannot be a secret reference: it identifies the task"
+    for pointer, value in rules.identity_values(spec):
+        if is_reference(value):
+            field = split_pointer(pointer)[-1]
+            yield pointer, f"{field} cannot be a secret reference: it identifies the {rules.noun}"
     agent = spec.get("AgentConfig")
     if isinstance(agent, dict):
         targets = agent.get("TargetUserId")
@@ -269,6 +275,10 @@ def _schema_problems(
 def _explain(error: ValidationError) -> list[tuple[str, str]]:
     pointer = "".join(f"/{escape_token(str(token))}" for token in error.absolute_path)
     instance = error.instance
+    own = error.schema.get("x-message") if isinstance(error.schema, dict) else None
+    if isinstance(own, str):
+        # The schema's own words for this node (a refused field, a range anyOf can only say).
+        return [(pointer, own)]
     if error.validator == "additionalProperties" and isinstance(instance, dict):
         known = sorted(error.schema.get("properties", {}))
         extras = [key for key in instance if key not in known]

@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.core.providers import VOLCENGINE
 from reconciler.errors import ReconcilerError
 from reconciler.providers.base import OWNER_TAG_KEY, Owner
+from reconciler.providers.registry import VOLCENGINE as VOLCENGINE_SPEC
 
 # The envelope fields the Volcengine signature covers, with the callback secret.
 VOLCENGINE_SIGNED_FIELDS = ("EventType", "EventData", "EventTime", "EventId", "AppId", "Version")
@@ -40,6 +40,7 @@ VOLCENGINE_TASK_STOP = "taskStop"
 ALIYUN_AGENT_STOP = "agent_stop"
 # A callback is a small JSON document; anything far larger is not one.
 MAX_CALLBACK_BYTES = 1024 * 1024
+VOLCENGINE = VOLCENGINE_SPEC.rules
 
 
 class CallbackRejected(ReconcilerError):
@@ -100,7 +101,7 @@ def parse_volcengine(body: bytes, secret: str | None) -> CallbackHint | None:
     data = _json_object(
         raw.encode("utf-8") if isinstance(raw, str) else b"", "the callback's EventData"
     )
-    ids = {name: _text(data.get(name)) for name in VOLCENGINE.identity_fields}
+    ids = VOLCENGINE.identity_ids(data)
     if not ids["AppId"]:
         ids["AppId"] = _text(envelope.get("AppId"))
     stage = _text(data.get("RunStage"))

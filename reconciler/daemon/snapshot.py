@@ -28,6 +28,7 @@ from reconciler.core.model import DesiredSession
 from reconciler.core.schema_set import SchemaSet
 from reconciler.core.validate import validate_documents
 from reconciler.errors import Problem, ValidationFailed
+from reconciler.providers.registry import provider_rules
 from reconciler.sources import discover, document_from, explicit_files, read_bytes
 from reconciler.workspace import schema_set
 
@@ -72,6 +73,7 @@ class DesiredReader:
     def __init__(self, paths: Sequence[str], schemas: SchemaSet | None = None) -> None:
         self._paths = list(paths)
         self._schemas = schemas if schemas is not None else schema_set()
+        self._rules = provider_rules()
         self._cache: dict[str, _FileResult] = {}
         self._last_good: Snapshot | None = None
 
@@ -109,7 +111,7 @@ class DesiredReader:
         if document is None:
             result = _FileResult(digest, explicit, None, tuple(problems), valid=not problems)
         else:
-            checked = validate_documents([document], self._schemas)
+            checked = validate_documents([document], self._schemas, self._rules)
             result = _FileResult(digest, explicit, document, (), checked.sessions, checked.ok)
         self._cache[path] = result
         return result
@@ -124,7 +126,7 @@ class DesiredReader:
         """The full read's own validation, over the cached documents: its problems exactly
         (cross-file duplicates included, which per-file results cannot see)."""
         documents = [r.document for r in results if r.document is not None]
-        checked = validate_documents(documents, self._schemas)
+        checked = validate_documents(documents, self._schemas, self._rules)
         found = [*unreadable, *(p for r in results for p in r.problems), *checked.problems]
         if not found:
             return self._good(checked.sessions, files, parsed)

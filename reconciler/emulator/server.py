@@ -37,7 +37,7 @@ from reconciler.emulator.volcengine import (
 )
 from reconciler.errors import ReconcilerError, os_reason
 from reconciler.providers.aliyun.signing import AcsCredential
-from reconciler.providers.signing import Clock, Credential, parse_query, utc_now
+from reconciler.providers.volcengine.signing import Clock, Credential, parse_query, utc_now
 
 # The ARTC app the emulator's Alibaba Cloud side checks AuthTokens against, unless told.
 DEFAULT_ARTC_APP_ID = "artc-emulator-app"

@@ -34,7 +34,7 @@ from reconciler.emulator.validation import (
     parse_body,
     task_key,
 )
-from reconciler.providers.signing import Clock, Credential, utc_now, verify_signature
+from reconciler.providers.volcengine.signing import Clock, Credential, utc_now, verify_signature
 
 __all__ = [
     "ACTIONS",

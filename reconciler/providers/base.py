@@ -13,67 +13,33 @@ server-chosen InstanceId). `stop`, `update`, `announce` and `observe` receive th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from reconciler.core.model import Announcement
+from reconciler.core.model import Announcement, Liveness, LiveSession, Observation, Owner
+from reconciler.core.providers import ProviderRules
+
+if TYPE_CHECKING:
+    from reconciler.settings import Settings
+
+__all__ = [
+    "OWNER_TAG_KEY",
+    "LiveSession",
+    "Liveness",
+    "Observation",
+    "ObservingProvider",
+    "Owner",
+    "ProviderFactory",
+    "ProviderSpec",
+    "Recovery",
+    "SessionProvider",
+    "SpecChange",
+]
 
 # The key under which an owner tag sits where the cloud keeps user data (Aliyun's UserData).
 OWNER_TAG_KEY = "reconciler"
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """Who started a session: the state's lineage, the session's name and the attempt (a fresh
-    id per Start, journaled with the intent before the call). A provider whose sessions are
-    addressed by a server-assigned id writes it into the session (Aliyun: UserData) so that a
-    Start whose answer was lost can still be recognised by listing."""
-
-    lineage: str
-    session: str
-    attempt: str
-
-    def as_tag(self) -> dict[str, str]:
-        return {"lineage": self.lineage, "session": self.session, "attempt": self.attempt}
-
-    @classmethod
-    def from_tag(cls, tag: object) -> Owner | None:
-        """The owner a tag names, or None for anything that is not one of our tags."""
-        if not isinstance(tag, Mapping):
-            return None
-        fields = [tag.get(key) for key in ("lineage", "session", "attempt")]
-        if not all(isinstance(value, str) and value for value in fields):
-            return None
-        lineage, session, attempt = (str(value) for value in fields)
-        return cls(lineage, session, attempt)
-
-
-class Liveness(StrEnum):
-    RUNNING = "running"
-    ENDED = "ended"  # finished by itself (idle timeout, the user left, hung up)
-    UNKNOWN = "unknown"  # the cloud could not say (error, not found where not expected)
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What the cloud says of one recorded session."""
-
-    liveness: Liveness
-    status: str  # the cloud's own word: Created / Executing / Finished; "" when unknown
-    observed_at: str  # ISO 8601 UTC, when the answer came
-    ended_at: str | None = None  # when it finished, where the cloud says
-    reason: str = ""  # why it ended ("the user hung up"), or why it is unknown
-
-
-@dataclass(frozen=True, slots=True)
-class LiveSession:
-    """One live session the cloud lists (Aliyun ListAIAgentInstance rows carry no InstanceId)."""
-
-    identity: Mapping[str, str]  # the declared identity fields it runs under
-    owner: Owner | None  # our tag, when it carries one
-    status: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +84,38 @@ class ObservingProvider(SessionProvider, Protocol):
     async def list_live(self, scope: Mapping[str, str]) -> Sequence[LiveSession]:
         """Every live session under `scope` (Aliyun: {"AIAgentId": ...}), all pages."""
         ...
+
+
+class Recovery(StrEnum):
+    """How the engine settles a Start whose answer was lost (a late 504, a dropped connection,
+    a killed run)."""
+
+    # Send the same Start again: the declared identity addresses the session, and "already
+    # started" (Conflict) means the lost one took effect (Volcengine).
+    RESEND = "resend"
+    # The cloud assigns the id and Start is not idempotent: start again into the same channel
+    # with a new attempt (the newcomer replaces the unaddressable earlier one), then list the
+    # live sessions and keep the one carrying this attempt's owner tag (Aliyun).
+    RESTART_AND_LIST = "restart-and-list"
+
+
+# Builds a provider from the settings, with at most this many connections; raises
+# SettingsError when its settings (credentials) are missing.
+ProviderFactory = Callable[["Settings", int], SessionProvider]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """Everything the program knows of one cloud, in one place (see providers/registry.py)."""
+
+    name: str
+    rules: ProviderRules  # identity and in-place fields, for the pure core
+    schema_file: str  # the spec's JSON Schema in schemas/
+    recovery: Recovery
+    build: ProviderFactory  # imports its client only when called
+    # The module of `reconciler emulator` that serves this cloud's API.
+    emulator_api: str
+    # Whether it is an ObservingProvider: `plan` and `apply` then refresh its records first.
+    observes: bool = False
+    # The id names that scope `list_live` (Aliyun lists the instances of one AIAgentId).
+    list_scope: tuple[str, ...] = ()

@@ -83,6 +83,12 @@ MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     ),
     # 2: the manifest file each session was applied from (NULL for older records).
     ("ALTER TABLE {sessions} ADD COLUMN source text",),
+    # 3: the attempt of the Start that made each record, and what the cloud last said of it
+    # (JSON text, as SQLite keeps it: see rows.py).
+    (
+        "ALTER TABLE {sessions} ADD COLUMN attempt text",
+        "ALTER TABLE {sessions} ADD COLUMN observation text",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

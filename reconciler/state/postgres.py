@@ -55,6 +55,7 @@ from reconciler.state.pg_url import (
     schema_from_url,
     spellings_of,
 )
+from reconciler.state.rows import observation_of, observation_text
 
 __all__ = [
     "APPLICATION_NAME",
@@ -84,7 +85,8 @@ _UNREGISTERED_RETRY_SLEEP = 0.01
 
 _RECORD_COLUMNS: LiteralString = (
     "name, provider, identity, fingerprint, spec_json, status, provider_ids,"
-    " announcements_delivered, protect, labels, created_at, updated_at, last_error, source"
+    " announcements_delivered, protect, labels, created_at, updated_at, last_error, source,"
+    " attempt, observation"
 )
 _JOURNAL_COLUMNS: LiteralString = (
     "id, name, op, provider, identity, payload_json, started_at, outcome, finished_at"
@@ -92,7 +94,7 @@ _JOURNAL_COLUMNS: LiteralString = (
 
 _UPSERT_RECORD: LiteralString = (
     "INSERT INTO {sessions} (" + _RECORD_COLUMNS + ")"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (name) DO UPDATE SET provider = EXCLUDED.provider,"
     " identity = EXCLUDED.identity, fingerprint = EXCLUDED.fingerprint,"
     " spec_json = EXCLUDED.spec_json, status = EXCLUDED.status,"
@@ -100,7 +102,8 @@ _UPSERT_RECORD: LiteralString = (
     " announcements_delivered = EXCLUDED.announcements_delivered,"
     " protect = EXCLUDED.protect, labels = EXCLUDED.labels,"
     " created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,"
-    " last_error = EXCLUDED.last_error, source = EXCLUDED.source"
+    " last_error = EXCLUDED.last_error, source = EXCLUDED.source,"
+    " attempt = EXCLUDED.attempt, observation = EXCLUDED.observation"
 )
 
 # The backend holding the writer lock, the holder row if that backend wrote it, and what
@@ -374,6 +377,8 @@ class PostgresStateStore:
                 record.updated_at,
                 record.last_error,
                 record.source,
+                record.attempt,
+                observation_text(record.observation),
             ),
         )
 
@@ -631,6 +636,8 @@ class PostgresStateStore:
                 updated_at=row["updated_at"],
                 last_error=row["last_error"],
                 source=row["source"],
+                attempt=row["attempt"],
+                observation=observation_of(row["observation"]),
             )
         except (ValueError, TypeError) as exc:
             name = row["name"]

@@ -25,6 +25,7 @@ from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateM
 from reconciler.errors import LockHolder, StateError, StateMissing
 from reconciler.state.base import RecordChange, rename_refusal
 from reconciler.state.filelock import FileLock, FileLockHandle, open_private
+from reconciler.state.rows import observation_of, observation_text
 
 # "RCNL": marks the file as ours, so a foreign SQLite database is refused rather than migrated.
 APPLICATION_ID = 0x52434E4C
@@ -76,12 +77,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: the manifest file each session was applied from (NULL for older records).
     ("ALTER TABLE sessions ADD COLUMN source TEXT",),
+    # 3: the attempt of the Start that made each record, and what the cloud last said of it
+    # (JSON, see rows.py); NULL for older records and providers that cannot observe.
+    (
+        "ALTER TABLE sessions ADD COLUMN attempt TEXT",
+        "ALTER TABLE sessions ADD COLUMN observation TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RECORD_COLUMNS = (
     "name, provider, identity, fingerprint, spec_json, status, provider_ids,"
-    " announcements_delivered, protect, labels, created_at, updated_at, last_error, source"
+    " announcements_delivered, protect, labels, created_at, updated_at, last_error, source,"
+    " attempt, observation"
 )
 _JOURNAL_COLUMNS = (
     "id, name, op, provider, identity, payload_json, started_at, outcome, finished_at"
@@ -396,6 +404,8 @@ class SqliteStateStore:
                 updated_at=row["updated_at"],
                 last_error=row["last_error"],
                 source=row["source"],
+                attempt=row["attempt"],
+                observation=observation_of(row["observation"]),
             )
         except (ValueError, TypeError) as exc:
             name = row["name"]
@@ -422,7 +432,7 @@ class SqliteStateStore:
 def _upsert(conn: sqlite3.Connection, record: SessionRecord) -> None:
     conn.execute(
         f"INSERT OR REPLACE INTO sessions ({_RECORD_COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             record.name,
             record.provider,
@@ -438,6 +448,8 @@ def _upsert(conn: sqlite3.Connection, record: SessionRecord) -> None:
             record.updated_at,
             record.last_error,
             record.source,
+            record.attempt,
+            observation_text(record.observation),
         ),
     )
 

@@ -22,8 +22,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from reconciler.errors import ErrorKind, ProviderError, SettingsError
-from reconciler.providers.signing import Clock, VolcengineAuth, utc_now
+from reconciler.errors import (
+    AuthRefused,
+    Conflict,
+    NotFound,
+    SettingsError,
+    Terminal,
+    Throttled,
+    Transient,
+)
+from reconciler.providers.volcengine.signing import Clock, VolcengineAuth, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +69,12 @@ AUTH_ERROR_CODES = frozenset(
 )
 
 
-def classify(status: int | None, code: str, message: str) -> ErrorKind:
-    """How to treat one failed call, from its HTTP status, cloud Code and Message.
+# The error types a failed call is raised as; they share one constructor.
+ErrorType = type[Transient | AuthRefused | Conflict | NotFound | Terminal]
+
+
+def classify(status: int | None, code: str, message: str) -> ErrorType:
+    """The error type one failed call is raised as, from its HTTP status, cloud Code and Message.
 
     Conflict and not-found are checked first: they are specific answers about the task and mean
     "converged" to a reconciler, whatever status carried them.
@@ -70,27 +82,27 @@ def classify(status: int | None, code: str, message: str) -> ErrorKind:
     if status is not None and 200 <= status <= 299 and not code:
         # A 2xx only gets here when its body was not the API's answer: the call may or may not
         # have happened, and repeating it is safe (a repeated Start reports a conflict).
-        return ErrorKind.RETRYABLE
+        return Transient
     lowered_code = code.lower()
     lowered_message = message.lower()
     if any(f in lowered_message for f in _ALREADY_STARTED_FRAGMENTS) or (
         "taskalreadyexists" in lowered_code or "alreadystarted" in lowered_code
     ):
-        return ErrorKind.CONFLICT
+        return Conflict
     if (
         lowered_code == "tasknotexist"
         or "activetasknotfound" in lowered_code
         or "tasknotfound" in lowered_code
     ):
-        return ErrorKind.NOT_FOUND
-    if (
-        status == 429
-        or (status is not None and 500 <= status <= 599)
-        or code.startswith("FlowLimitExceeded")
-        or code in _RETRYABLE_CODES
-    ):
-        return ErrorKind.RETRYABLE
-    return ErrorKind.TERMINAL
+        return NotFound
+    if code in AUTH_ERROR_CODES:
+        return AuthRefused
+    if status == 429 or code.startswith("FlowLimitExceeded"):
+        # Refused by the gateway's rate limit, before the call took effect.
+        return Throttled
+    if (status is not None and 500 <= status <= 599) or code in _RETRYABLE_CODES:
+        return Transient
+    return Terminal
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -232,7 +244,7 @@ class VolcengineClient:
         except httpx.TransportError as exc:
             detail = redact(f"{action}: {type(exc).__name__}: {exc}")
             log.debug("volcengine %s transport error: %s", action, detail)
-            raise ProviderError(ErrorKind.RETRYABLE, detail, sent=_may_have_sent(exc)) from None
+            raise Transient(detail, sent=_may_have_sent(exc)) from None
         return self._interpret(action, response, redact)
 
     def _interpret(self, action: str, response: httpx.Response, redact: _Redactor) -> CallResult:
@@ -259,8 +271,7 @@ class VolcengineClient:
         detail = f"{action}: {message}"
         if request_id:
             detail += f" (request {request_id})"
-        raise ProviderError(
-            classify(status, code, message),
+        raise classify(status, code, message)(
             redact(detail),
             code=code,
             status=status,

@@ -8,7 +8,7 @@ from typing import Any
 from reconciler.core.model import Announcement
 from reconciler.errors import Terminal
 from reconciler.providers.base import Owner, SpecChange
-from reconciler.providers.volcengine import VolcengineClient
+from reconciler.providers.volcengine.client import VolcengineClient
 from reconciler.settings import Settings, volcengine_credentials
 
 

@@ -1,0 +1,39 @@
+"""The parts of a record both stores keep the same way, as text: the observation is one JSON
+document, so SQLite and PostgreSQL answer with identical strings."""
+
+from __future__ import annotations
+
+import json
+
+from reconciler.core.model import Liveness, Observation
+
+
+def observation_text(observation: Observation | None) -> str | None:
+    if observation is None:
+        return None
+    document = {
+        "liveness": observation.liveness.value,
+        "status": observation.status,
+        "observed_at": observation.observed_at,
+        "ended_at": observation.ended_at,
+        "reason": observation.reason,
+    }
+    return json.dumps(document, sort_keys=True, ensure_ascii=False)
+
+
+def observation_of(text: str | None) -> Observation | None:
+    """The observation a column holds; raises ValueError/TypeError on anything else (the store
+    reports the record as corrupt)."""
+    if text is None:
+        return None
+    document = json.loads(text)
+    if not isinstance(document, dict):
+        raise TypeError("observation: expected a JSON object")
+    ended_at = document.get("ended_at")
+    return Observation(
+        liveness=Liveness(document["liveness"]),
+        status=str(document.get("status", "")),
+        observed_at=str(document["observed_at"]),
+        ended_at=None if ended_at is None else str(ended_at),
+        reason=str(document.get("reason", "")),
+    )
