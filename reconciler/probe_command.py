@@ -90,11 +90,12 @@ def probe(args: argparse.Namespace) -> int:
     import asyncio
 
     from reconciler.core.llm_probe import probe_targets, result_line, summary_line
+    from reconciler.providers.registry import provider_rules
     from reconciler.workspace import load_desired, secrets_for
 
     desired = load_desired(args.paths)
     secrets = secrets_for(desired, strict=True)
-    targets = probe_targets(desired, secrets)
+    targets = probe_targets(desired, secrets, provider_rules())
     results = asyncio.run(_run(targets, secrets, args.timeout))
     for target in targets:
         result = results.get(target.request) if target.request is not None else None
@@ -122,13 +123,16 @@ async def refuse_failing_endpoints(
     from reconciler.apply import Outcome, SessionResult
     from reconciler.core.llm_probe import probe_targets, result_line
     from reconciler.core.plan import ActionKind
+    from reconciler.providers.registry import provider_rules
 
     starting = [
         action
         for action in plan.changes
         if action.kind in (ActionKind.CREATE, ActionKind.REPLACE) and action.desired is not None
     ]
-    targets = probe_targets([a.desired for a in starting if a.desired is not None], secrets)
+    targets = probe_targets(
+        [a.desired for a in starting if a.desired is not None], secrets, provider_rules()
+    )
     if not any(target.request is not None for target in targets):
         return plan, []
     results = await _run(targets, secrets, timeout)

@@ -120,7 +120,7 @@ def _format_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _rtc_id(text: str) -> str:
-    from reconciler.providers.rtc_token import id_problem
+    from reconciler.providers.volcengine.rtc_token import id_problem
 
     problem = id_problem(text)
     if problem is not None:
@@ -129,7 +129,7 @@ def _rtc_id(text: str) -> str:
 
 
 def _app_id(text: str) -> str:
-    from reconciler.providers.rtc_token import app_id_problem
+    from reconciler.providers.volcengine.rtc_token import app_id_problem
 
     problem = app_id_problem(text)
     if problem is not None:
@@ -193,7 +193,7 @@ def _volcengine(args: argparse.Namespace, settings: Any) -> int:
     import secrets
 
     from reconciler.errors import SettingsError
-    from reconciler.providers.rtc_token import (
+    from reconciler.providers.volcengine.rtc_token import (
         DEFAULT_VALIDITY_SECONDS,
         Privilege,
         make_rtc_token,

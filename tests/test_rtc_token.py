@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.providers.aliyun.auth_token import read_auth_token, token_is_genuine
-from reconciler.providers.rtc_token import (
+from reconciler.providers.volcengine.rtc_token import (
     Privilege,
     RtcTokenError,
     make_rtc_token,

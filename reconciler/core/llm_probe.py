@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.model import DesiredSession
-from reconciler.core.secrets import substitute
+from reconciler.core.providers import ProviderRules
+from reconciler.core.secrets import lookup, substitute
 
 SYSTEM_PROMPT = "You are a voice agent. Answer in one short sentence."
 USER_PROMPT = "Hello, can you hear me? This is a connectivity check."
@@ -67,17 +68,20 @@ class ProbeResult:
 
 
 def probe_targets(
-    sessions: Sequence[DesiredSession], secrets: Mapping[str, str]
+    sessions: Sequence[DesiredSession],
+    secrets: Mapping[str, str],
+    rules: Mapping[str, ProviderRules],
 ) -> list[ProbeTarget]:
     """Every session, in order, with the request that probes its CustomLLM endpoint."""
-    return [_target(session, secrets) for session in sessions]
+    return [_target(session, secrets, rules[session.provider]) for session in sessions]
 
 
-def _target(session: DesiredSession, secrets: Mapping[str, str]) -> ProbeTarget:
-    if session.provider != "volcengine":
+def _target(
+    session: DesiredSession, secrets: Mapping[str, str], rules: ProviderRules
+) -> ProbeTarget:
+    if rules.custom_llm_pointer is None:
         return ProbeTarget(session.name, None, skipped=f"{session.provider}: no CustomLLM endpoint")
-    config = session.spec.get("Config")
-    llm = config.get("LLMConfig") if isinstance(config, Mapping) else None
+    llm = lookup(session.spec, rules.custom_llm_pointer)
     if not isinstance(llm, Mapping) or llm.get("Mode") != "CustomLLM":
         mode = llm.get("Mode") if isinstance(llm, Mapping) else None
         return ProbeTarget(

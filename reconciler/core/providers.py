@@ -25,6 +25,9 @@ class ProviderRules:
     in_place_prefixes: tuple[str, ...] = ()
     # What one running session is called in the cloud's own words: "task", "instance".
     noun: str = "session"
+    # Where the spec holds a CustomLLM configuration the platform calls back (`probe` calls it
+    # the same way); None when the cloud has no such callback contract.
+    custom_llm_pointer: str | None = None
 
     def __post_init__(self) -> None:
         for pointer in (*self.identity_fields, *self.in_place_prefixes):

@@ -11,4 +11,5 @@ RULES = ProviderRules(
     identity_fields=("/AppId", "/RoomId", "/TaskId"),
     in_place_prefixes=(),
     noun="task",
+    custom_llm_pointer="/Config/LLMConfig",
 )
