@@ -28,9 +28,15 @@ class ProviderRules:
     # Where the spec holds a CustomLLM configuration the platform calls back (`probe` calls it
     # the same way); None when the cloud has no such callback contract.
     custom_llm_pointer: str | None = None
+    # The longest announcement the cloud speaks (characters); None when it states no limit.
+    max_announcement_chars: int | None = None
+    # (the agent's own user id, the list of users it talks to): the two must not overlap;
+    # None when the spec names no such pair.
+    agent_and_targets: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
-        for pointer in (*self.identity_fields, *self.in_place_prefixes):
+        pairs = self.agent_and_targets or ()
+        for pointer in (*self.identity_fields, *self.in_place_prefixes, *pairs):
             if not pointer.startswith("/") or pointer == "/":
                 raise ValueError(f"{self.name}: {pointer!r} is not a JSON pointer to a field")
 

@@ -19,7 +19,7 @@ from jsonschema import Draft7Validator
 from jsonschema.exceptions import ValidationError
 
 from reconciler.core.load import Document
-from reconciler.core.messages import schema_message
+from reconciler.core.messages import schema_message, spelled
 from reconciler.core.model import Announcement, DesiredSession, Location
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.providers import ProviderRules
@@ -30,6 +30,7 @@ from reconciler.core.secrets import (
     exists,
     is_reference,
     iter_strings,
+    lookup,
     nearest_line,
     reference_problem,
     split_pointer,
@@ -60,7 +61,7 @@ def validate_documents(
         found, document_problems = _validate_document(document, schemas, scanner, rules)
         sessions.extend(found)
         problems.extend(document_problems)
-    problems.extend(_cross_file_problems(sessions))
+    problems.extend(_cross_file_problems(sessions, rules))
     unique = sorted(set(problems), key=lambda p: (p.file, p.line or 0, p.pointer, p.message))
     if unique:
         return ValidationResult((), tuple(unique))
@@ -154,7 +155,9 @@ def _validate_session(
     sensitive = schemas.sensitive.get(provider, frozenset())
     for relative, message in _spec_rules(rules[provider], spec, malformed, sensitive):
         problems.append(_problem(document, place("/spec" + relative), message))
-    announcements, announcement_problems = _announcements(effective.get("announcements", []))
+    announcements, announcement_problems = _announcements(
+        effective.get("announcements", []), rules[provider]
+    )
     for relative, message in announcement_problems:
         problems.append(_problem(document, place(relative), message))
     if problems:
@@ -192,14 +195,14 @@ def _spec_rules(
         if is_reference(value):
             field = split_pointer(pointer)[-1]
             yield pointer, f"{field} cannot be a secret reference: it identifies the {rules.noun}"
-    agent = spec.get("AgentConfig")
-    if isinstance(agent, dict):
-        targets = agent.get("TargetUserId")
-        user = agent.get("UserId")
+    if rules.agent_and_targets is not None:
+        user_pointer, targets_pointer = rules.agent_and_targets
+        user, targets = lookup(spec, user_pointer), lookup(spec, targets_pointer)
         if isinstance(targets, list) and isinstance(user, str) and user in targets:
+            field = split_pointer(user_pointer)[-1]
             yield (
-                "/AgentConfig/UserId",
-                (f'the agent UserId "{user}" must differ from the target user it talks to'),
+                user_pointer,
+                f'the agent {field} "{user}" must differ from the target user it talks to',
             )
 
 
@@ -208,7 +211,9 @@ def _is_sensitive(pointer: str, sensitive: SensitivePaths) -> bool:
     return tuple("*" if t.isdigit() else t for t in split_pointer(pointer)) in sensitive
 
 
-def _announcements(raw: Any) -> tuple[tuple[Announcement, ...], list[tuple[str, str]]]:
+def _announcements(
+    raw: Any, rules: ProviderRules
+) -> tuple[tuple[Announcement, ...], list[tuple[str, str]]]:
     if not isinstance(raw, list):
         return (), []
     found: list[Announcement] = []
@@ -221,13 +226,24 @@ def _announcements(raw: Any) -> tuple[tuple[Announcement, ...], list[tuple[str, 
         if ident in seen:
             problems.append((f"/announcements/{index}/id", f'duplicate announcement id "{ident}"'))
         seen.add(ident)
+        message, limit = item.get("message"), rules.max_announcement_chars
+        if isinstance(message, str) and limit is not None and len(message) > limit:
+            problems.append(
+                (
+                    f"/announcements/{index}/message",
+                    f"{spelled(message)} is too long (at most {limit} characters: the longest "
+                    f"announcement {rules.name} speaks)",
+                )
+            )
         found.append(
             Announcement(ident, str(item.get("message", "")), int(item.get("interrupt_mode", 2)))
         )
     return tuple(found), problems
 
 
-def _cross_file_problems(sessions: Sequence[DesiredSession]) -> list[Problem]:
+def _cross_file_problems(
+    sessions: Sequence[DesiredSession], rules: Mapping[str, ProviderRules]
+) -> list[Problem]:
     problems: list[Problem] = []
     by_name: dict[str, DesiredSession] = {}
     by_task: dict[tuple[str, str], DesiredSession] = {}
@@ -245,11 +261,13 @@ def _cross_file_problems(sessions: Sequence[DesiredSession]) -> list[Problem]:
             )
         task = by_task.setdefault((session.provider, session.identity), session)
         if task is not session:
+            own = rules[session.provider]
             problems.append(
                 Problem(
                     session.source.file,
                     session.source.pointer + "/spec",
-                    f'duplicate task {session.identity}: session "{task.name}" in '
+                    f"duplicate {own.noun} {own.identity_label} {session.identity}: "
+                    f'session "{task.name}" in '
                     f"{task.source.file} already declares it",
                     session.source.line,
                 )

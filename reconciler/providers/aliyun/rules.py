@@ -23,4 +23,5 @@ RULES = ProviderRules(
         "/AgentConfig/LlmConfig/BailianAppParams",
     ),
     noun="instance",
+    max_announcement_chars=1024,  # SendAIAgentSpeech's Text
 )

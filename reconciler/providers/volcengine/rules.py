@@ -12,4 +12,6 @@ RULES = ProviderRules(
     in_place_prefixes=(),
     noun="task",
     custom_llm_pointer="/Config/LLMConfig",
+    max_announcement_chars=200,  # UpdateVoiceChat ExternalTextToSpeech's Message
+    agent_and_targets=("/AgentConfig/UserId", "/AgentConfig/TargetUserId"),
 )
