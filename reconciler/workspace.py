@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from functools import cache
 
 from reconciler.core.model import DesiredSession
 from reconciler.core.schema_set import SchemaSet, build_schema_set
 from reconciler.core.secret_uses import describe_location, reference_uses
+from reconciler.core.timestamps import utc_timestamp
 from reconciler.core.validate import validate_documents
 from reconciler.errors import SecretError, ValidationFailed
 from reconciler.providers.registry import provider_rules, schema_files
@@ -64,7 +65,7 @@ def unresolved_message(sessions: Sequence[DesiredSession], resolved: Resolved) -
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_timestamp(time.time())
 
 
 def path_forms(paths: Sequence[str]) -> tuple[str, ...]:

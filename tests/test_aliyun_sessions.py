@@ -22,6 +22,7 @@ from reconciler.providers.base import (
     Owner,
     SpecChange,
 )
+from reconciler.workspace import utc_now
 
 pytestmark = pytest.mark.anyio
 OWNER = Owner("lineage-1", "front-desk", "attempt-1")
@@ -271,3 +272,18 @@ def test_from_settings_names_a_missing_artc_app(emulator: EmulatorServer) -> Non
     )
     with pytest.raises(SettingsError, match="RECONCILER_ALIYUN__ARTC_APP_ID"):
         AliyunSessions.from_settings(settings, max_connections=4)
+
+
+async def test_observation_times_are_written_as_the_rest_of_the_project_writes_them(
+    sessions: AliyunSessions, emulator: EmulatorServer
+) -> None:
+    # `Z`, to the second, from the provider's own clock: the spelling of plans and the journal.
+    ids = await sessions.start(spec(), OWNER)
+    provider = AliyunSessions(make_client(emulator.url), ARTC, epoch_clock=lambda: 1_700_000_000.0)
+    try:
+        running = await provider.observe(ids)
+        gone = await provider.observe({"InstanceId": "gone"})
+    finally:
+        await provider.aclose()
+    assert running.observed_at == gone.observed_at == "2023-11-14T22:13:20Z"
+    assert utc_now()[-1] == "Z" and len(utc_now()) == len(running.observed_at)

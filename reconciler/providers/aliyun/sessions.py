@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.core.model import Announcement
+from reconciler.core.timestamps import utc_timestamp
 from reconciler.errors import NotFound, Terminal, Transient
 from reconciler.providers.aliyun.auth_token import DEFAULT_VALIDITY_SECONDS, make_auth_token
 from reconciler.providers.aliyun.client import AliyunClient
@@ -120,8 +120,10 @@ class AliyunSessions:
         try:
             instance = await self.client.describe(ids["InstanceId"])
         except NotFound:
-            return Observation(Liveness.ENDED, "", _now(), reason="no longer known to the cloud")
-        return observation_of(instance, _now())
+            return Observation(
+                Liveness.ENDED, "", self._now(), reason="no longer known to the cloud"
+            )
+        return observation_of(instance, self._now())
 
     async def list_live(self, scope: Mapping[str, str]) -> Sequence[LiveSession]:
         agent_id = scope["AIAgentId"]
@@ -136,13 +138,12 @@ class AliyunSessions:
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    def _now(self) -> str:
+        return utc_timestamp(self._epoch_clock())
+
 
 def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def _pointer_tokens(pointer: str) -> list[str]:
