@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apply_helpers import SECRET_ENV, SECRET_VALUES, Workspace, emulator_server, session
+from apply_helpers import (
+    SECRET_ENV,
+    SECRET_VALUES,
+    Workspace,
+    aliyun_session,
+    emulator_server,
+    session,
+)
 from llm_endpoints import BEHAVIOURS, LlmEndpoints
 
 from reconciler.core.llm_probe import probe_request
@@ -220,3 +227,22 @@ def test_a_url_given_as_a_secret_is_shown_as_its_reference(ws: Workspace) -> Non
     assert result.code == 1, str(result)
     assert "✗ a: ${env:SECRET_LLM_URL}: cannot connect" in result.out
     assert KEY not in result.out + result.err
+
+
+def test_an_aliyun_session_is_reported_not_probed_on_its_own_line(
+    ws: Workspace, endpoints: LlmEndpoints
+) -> None:
+    # Alibaba Cloud agents have no CustomLLM callback contract (its rules name no pointer): the
+    # session is listed, not probed, and does not spoil the verdict on the others.
+    ws.declare([llm_session("good", endpoints.url("good")), aliyun_session("front-desk")])
+
+    result = ws.run_here("probe", str(ws.manifests), "--timeout", TIMEOUT)
+
+    assert result.code == 0, str(result)
+    lines = lines_by_session(result.out)
+    assert set(lines) == {"good", "front-desk"}
+    assert lines["front-desk"] == "- front-desk: not probed: aliyun: no CustomLLM endpoint"
+    assert lines["good"].startswith("✓ good: ok (")
+    summary = "Probe: 1 endpoint call(s) for 1 session(s): 1 good, 0 bad; 1 session(s) without"
+    assert summary in result.out, result.out
+    assert len(endpoints.received("good")) == 1
