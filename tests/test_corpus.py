@@ -65,6 +65,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 MANIFEST = load_schema("manifest.schema.json")
 VOLCENGINE = load_schema("volcengine.schema.json")
+ALIYUN = load_schema("aliyun.schema.json")
+PROVIDER_SCHEMAS = {"volcengine": VOLCENGINE, "aliyun": ALIYUN}
 
 
 def parse(path: Path) -> Any:
@@ -144,10 +146,11 @@ def resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
 
 
 def sensitive_values(
-    value: Any, node: dict[str, Any], pointer: str = ""
+    value: Any, node: dict[str, Any], pointer: str = "", root: dict[str, Any] | None = None
 ) -> Iterator[tuple[str, Any]]:
-    """Walk a spec along the volcengine schema, yielding the values of x-sensitive fields."""
-    node = resolve(node, VOLCENGINE)
+    """Walk a spec along its provider's schema, yielding the values of x-sensitive fields."""
+    root = node if root is None else root
+    node = resolve(node, root)
     if node.get("x-sensitive"):
         yield pointer, value
         return
@@ -155,10 +158,23 @@ def sensitive_values(
         properties = node.get("properties", {})
         for key, child in value.items():
             if key in properties:
-                yield from sensitive_values(child, properties[key], f"{pointer}/{key}")
+                yield from sensitive_values(child, properties[key], f"{pointer}/{key}", root)
     elif isinstance(value, list) and isinstance(node.get("items"), dict):
         for index, child in enumerate(value):
-            yield from sensitive_values(child, node["items"], f"{pointer}/{index}")
+            yield from sensitive_values(child, node["items"], f"{pointer}/{index}", root)
+
+
+def spec_parts_by_provider(document: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(pointer, provider, spec) of the defaults and of each session, the provider as merged."""
+    if not isinstance(document, dict):
+        return
+    defaults = document.get("defaults") if isinstance(document.get("defaults"), dict) else {}
+    if isinstance(defaults.get("spec"), dict):
+        yield "/defaults/spec", str(defaults.get("provider")), defaults["spec"]
+    for index, session in enumerate(document.get("sessions") or []):
+        if isinstance(session, dict) and isinstance(session.get("spec"), dict):
+            provider = str(session.get("provider", defaults.get("provider")))
+            yield f"/sessions/{index}/spec", provider, session["spec"]
 
 
 SUBSCHEMA_KEYWORDS = ("items", "additionalProperties", "propertyNames", "not", "if", "then", "else")
@@ -308,17 +324,40 @@ def test_examples_cover_the_documented_features() -> None:
     merged = [
         deep_merge(d.get("defaults", {}), s) for d in documents for s in d.get("sessions", [])
     ]
-    assert 6 <= len(sessions) <= 10
+    assert 6 <= len(sessions) <= 12
     assert any(d.get("defaults") for d in documents)
     assert any(s.get("protect") is True for s in sessions)
     assert any(s.get("announcements") for s in sessions)
     assert all(s.get("labels") for s in merged)
-    modes = {m["spec"]["Config"]["LLMConfig"]["Mode"] for m in merged}
+    # A mixed desired set: both providers, each in more than one format.
+    volc = [m for m in merged if m["provider"] == "volcengine"]
+    ali = [m for m in merged if m["provider"] == "aliyun"]
+    assert len(volc) + len(ali) == len(merged) and volc and ali
+    for provider in ("volcengine", "aliyun"):
+        found = {p.suffix for p, d in zip(files, documents, strict=True) if _declares(d, provider)}
+        assert len(found) >= 2, (provider, found)
+    modes = {m["spec"]["Config"]["LLMConfig"]["Mode"] for m in volc}
     assert modes == {"ArkV3", "CustomLLM"}
-    identities = [(m["spec"]["AppId"], m["spec"]["RoomId"], m["spec"]["TaskId"]) for m in merged]
+    identities = [(m["spec"]["AppId"], m["spec"]["RoomId"], m["spec"]["TaskId"]) for m in volc]
     assert len(identities) == len(set(identities))
+    runtime = [m["spec"]["RuntimeConfig"] for m in ali]
+    seats = [
+        (m["spec"]["AIAgentId"], r["ChannelId"], r["AgentUserId"])
+        for m, r in zip(ali, runtime, strict=True)
+    ]
+    assert len(seats) == len(set(seats))
+    assert any(len(a["message"]) > 200 for m in ali for a in m.get("announcements", []))
+    assert all("AuthToken" not in r for r in runtime)
     names = [s["name"] for s in sessions]
     assert len(names) == len(set(names))
+
+
+def _declares(document: Any, provider: str) -> bool:
+    defaults = document.get("defaults") or {}
+    return any(
+        s.get("provider", defaults.get("provider")) == provider
+        for s in document.get("sessions") or []
+    )
 
 
 def test_examples_readme_names_every_environment_variable() -> None:
@@ -488,18 +527,8 @@ def test_sensitive_fields_are_marked_and_accept_any_reference() -> None:
     "path", [str(p.relative_to(REPO)) for p in manifest_files(EXAMPLES) + manifest_files(GOOD)]
 )
 def test_no_literal_secret_in_examples(path: str) -> None:
-    document = parse(REPO / path)
-    if not isinstance(document, dict):
-        return
-    specs: list[tuple[str, Any]] = []
-    defaults = document.get("defaults")
-    if isinstance(defaults, dict) and isinstance(defaults.get("spec"), dict):
-        specs.append(("/defaults/spec", defaults["spec"]))
-    for index, session in enumerate(document.get("sessions") or []):
-        if isinstance(session, dict) and isinstance(session.get("spec"), dict):
-            specs.append((f"/sessions/{index}/spec", session["spec"]))
-    for base, spec in specs:
-        for pointer, value in sensitive_values(spec, VOLCENGINE):
+    for base, provider, spec in spec_parts_by_provider(parse(REPO / path)):
+        for pointer, value in sensitive_values(spec, PROVIDER_SCHEMAS.get(provider, VOLCENGINE)):
             assert isinstance(value, str) and REFERENCE.match(value), (
                 f"{path}: {base}{pointer} holds a literal"
             )
@@ -507,11 +536,8 @@ def test_no_literal_secret_in_examples(path: str) -> None:
 
 def test_examples_do_use_sensitive_fields() -> None:
     """Guards the test above against passing vacuously."""
-    count = 0
+    counts = dict.fromkeys(PROVIDER_SCHEMAS, 0)
     for path in manifest_files(EXAMPLES):
-        document = parse(path)
-        specs = [document.get("defaults", {}).get("spec", {})]
-        specs += [session.get("spec", {}) for session in document.get("sessions", [])]
-        for spec in specs:
-            count += len(list(sensitive_values(spec, VOLCENGINE)))
-    assert count >= 4
+        for _, provider, spec in spec_parts_by_provider(parse(path)):
+            counts[provider] += len(list(sensitive_values(spec, PROVIDER_SCHEMAS[provider])))
+    assert counts["volcengine"] >= 4 and counts["aliyun"] >= 1, counts
