@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,6 +28,7 @@ from reconciler.errors import (
     Transient,
 )
 from reconciler.providers.aliyun.signing import AcsAuth, Clock, encode_query, utc_now
+from reconciler.providers.http_pool import PooledHttp, SecretMask, transport_failure
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,7 @@ _INSTANCE_ACTIONS = frozenset(
     }
 )
 _RETRYABLE_CODES = frozenset({"InternalError", "ServiceUnavailable"})
-_MIN_SECRET_LENGTH = 4
 _MAX_SNIPPET = 200
-# Failures before a byte of the request was written: it certainly never reached the cloud.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +109,7 @@ def query_value(value: Any) -> str:
     return str(value)
 
 
-class AliyunClient:
+class AliyunClient(PooledHttp):
     """The AI-agent actions of one account; safe to share between concurrent tasks."""
 
     def __init__(
@@ -138,34 +135,10 @@ class AliyunClient:
         self.endpoint = endpoint.rstrip("/") + "/"
         self._secrets = tuple(s for s in (access_key_secret, security_token) if s)
         self._auth = AcsAuth(access_key_id, access_key_secret, security_token, clock=clock)
-        self._timeout = httpx.Timeout(timeout)
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=self._timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=30.0,
-            ),
-        )
+        self._open_pool(http, timeout, max_connections)
 
     def __repr__(self) -> str:
         return f"AliyunClient({self.endpoint!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
 
     # -- the actions -------------------------------------------------------------------------------
 
@@ -226,7 +199,7 @@ class AliyunClient:
 
     async def call(self, action: str, params: Mapping[str, Any]) -> CallResult:
         pairs = [(k, query_value(v)) for k, v in params.items() if v is not None]
-        redact = _Redactor([*self._secrets, *_token_values(params)])
+        redact = SecretMask([*self._secrets, *_token_values(params)])
         try:
             response = await self._http.post(
                 f"{self.endpoint}?{encode_query(pairs)}",
@@ -240,11 +213,10 @@ class AliyunClient:
                 timeout=self._timeout,
             )
         except httpx.TransportError as exc:
-            detail = redact(f"{action}: {type(exc).__name__}: {exc}")
-            raise Transient(detail, sent=not isinstance(exc, _NEVER_SENT)) from None
+            raise transport_failure(action, exc, redact) from None
         return self._interpret(action, response, redact)
 
-    def _interpret(self, action: str, response: httpx.Response, redact: _Redactor) -> CallResult:
+    def _interpret(self, action: str, response: httpx.Response, redact: SecretMask) -> CallResult:
         status = response.status_code
         try:
             payload = response.json()
@@ -262,18 +234,6 @@ class AliyunClient:
         detail = f"{action}: {message}" + (f" (request {request_id})" if request_id else "")
         retry_after = parse_retry_after_ms(response.headers.get("x-acs-retry-after"))
         raise classify(action, status, code, redact(detail), retry_after)
-
-
-class _Redactor:
-    """Masks known secret values in text that may end up in an exception or a log line."""
-
-    def __init__(self, values: Iterable[str]) -> None:
-        self._values = sorted({v for v in values if len(v) >= _MIN_SECRET_LENGTH}, key=len)[::-1]
-
-    def __call__(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, "***")
-        return text
 
 
 def _token_values(params: Mapping[str, Any]) -> list[str]:

@@ -12,12 +12,11 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -31,6 +30,7 @@ from reconciler.errors import (
     Throttled,
     Transient,
 )
+from reconciler.providers.http_pool import PooledHttp, SecretMask, transport_failure
 from reconciler.providers.volcengine.signing import Clock, VolcengineAuth, utc_now
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ _ALREADY_STARTED_FRAGMENTS = (
 # Body keys whose string values are secrets; their values are masked in any error text, in case
 # the cloud echoes a parameter back in its message.
 _SECRET_KEY = re.compile(r"apikey|api_key|appkey|token|secret|password|accesskey", re.I)
-_MIN_SECRET_LENGTH = 4
 _MAX_SNIPPET = 200
 
 
@@ -134,7 +133,7 @@ class CallResult:
     result: Any
 
 
-class VolcengineClient:
+class VolcengineClient(PooledHttp):
     """Start/Update/StopVoiceChat for one account; safe to share between concurrent tasks.
 
     Pass `http` to share a connection pool (the client then leaves closing it to the caller);
@@ -168,35 +167,10 @@ class VolcengineClient:
             access_key_id, secret_access_key, region, session_token=session_token, clock=clock
         )
         self._clock = clock
-        self._timeout = httpx.Timeout(timeout)
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=self._timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=30.0,
-            ),
-        )
+        self._open_pool(http, timeout, max_connections)
 
     def __repr__(self) -> str:
         return f"VolcengineClient({self.endpoint!r}, region={self.region!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connection pool, unless it was handed in by the caller."""
-        if self._owns_http:
-            await self._http.aclose()
 
     async def start(self, body: Mapping[str, Any]) -> CallResult:
         """StartVoiceChat with `body` exactly as given (secrets already resolved)."""
@@ -231,7 +205,7 @@ class VolcengineClient:
     async def _call(self, action: str, body: Mapping[str, Any]) -> CallResult:
         # Serialised once: these exact bytes are hashed, signed and sent.
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        redact = _Redactor([*self._secrets, *_secret_values(body)])
+        redact = SecretMask([*self._secrets, *_secret_values(body)])
         try:
             response = await self._http.post(
                 self.endpoint,
@@ -242,12 +216,12 @@ class VolcengineClient:
                 timeout=self._timeout,
             )
         except httpx.TransportError as exc:
-            detail = redact(f"{action}: {type(exc).__name__}: {exc}")
-            log.debug("volcengine %s transport error: %s", action, detail)
-            raise Transient(detail, sent=_may_have_sent(exc)) from None
+            failure = transport_failure(action, exc, redact)
+            log.debug("volcengine %s transport error: %s", action, failure)
+            raise failure from None
         return self._interpret(action, response, redact)
 
-    def _interpret(self, action: str, response: httpx.Response, redact: _Redactor) -> CallResult:
+    def _interpret(self, action: str, response: httpx.Response, redact: SecretMask) -> CallResult:
         status = response.status_code
         try:
             payload = response.json()
@@ -277,29 +251,6 @@ class VolcengineClient:
             status=status,
             retry_after=parse_retry_after(response.headers.get("Retry-After"), self._clock()),
         )
-
-
-# Failures before a single byte of the request was written: no connection was made (refused,
-# DNS failure, connect timeout) or none was free in the pool. Anything later (a read timeout, a
-# dropped connection, a write error half-way) may have reached the cloud.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-def _may_have_sent(error: httpx.TransportError) -> bool:
-    return not isinstance(error, _NEVER_SENT)
-
-
-class _Redactor:
-    """Masks known secret values in text that may end up in an exception or a log line."""
-
-    def __init__(self, values: Iterable[str]) -> None:
-        # Longest first, so a secret containing another is masked whole.
-        self._values = sorted({v for v in values if len(v) >= _MIN_SECRET_LENGTH}, key=len)[::-1]
-
-    def __call__(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, "***")
-        return text
 
 
 def _secret_values(node: Any, sensitive: bool = False) -> list[str]:
