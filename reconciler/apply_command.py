@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import exit_codes
-from reconciler.apply import Applier, ApplyReport, SessionResult
 from reconciler.apply_report import Reporter, apply_document, counts, summary_text, write_document
 from reconciler.commands import guards_from, selection_from
-from reconciler.core.model import DesiredSession, LiveSession
-from reconciler.core.plan import Plan, make_plan
+from reconciler.core.model import DesiredSession
+from reconciler.core.plan import Plan
 from reconciler.core.plan_signature import has_valid_mac
 from reconciler.core.render import render_text
 from reconciler.core.saved import (
@@ -33,11 +32,13 @@ from reconciler.core.saved import (
     plan_from_saved,
     staleness,
 )
+from reconciler.engine.applier import Applier
+from reconciler.engine.reconcile import Engine, RunOptions
+from reconciler.engine.results import ApplyReport, SessionResult
 from reconciler.errors import PlanRefused, UsageError
 from reconciler.probe_command import refuse_failing_endpoints
 from reconciler.provider_pool import ProviderPool
 from reconciler.providers.registry import PROVIDERS, provider_rules
-from reconciler.refresh import Refresher
 from reconciler.retrying import RetryPolicy
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import LockHandle, StateStore
@@ -106,37 +107,19 @@ async def _apply_files(
     desired: tuple[DesiredSession, ...],
     secrets: dict[str, str],
 ) -> int:
-    scope = _ApplierScope(args, settings, store, held, secrets)
-    async with scope as applier:
-        recovered = ApplyReport()
-        if store.pending_intents():
-            print("Finishing the calls an earlier run left unconfirmed...", file=sys.stderr)
-            recovered = await applier.recover(desired)
-        records = store.list_records()
-        live: list[LiveSession] = []
-        if args.refresh:
-            refreshed = await scope.refresher.refresh(records, desired, store.pending_intents())
-            records, live = refreshed.records, refreshed.live
-            # What the cloud said is kept: `state list` shows it, and a plan made with
-            # --refresh=false still knows which sessions ended by themselves.
-            before = {record.name: record for record in store.list_records()}
-            for record in records:
-                if before.get(record.name) != record:
-                    applier.store.put_record(record)
-        plan = make_plan(
-            desired,
-            records,
-            store.meta(),
-            schema_set().sensitive,
-            secrets,
-            guards_from(args, settings),
-            created_at=utc_now(),
+    scope = _ApplierScope(args, settings, store, held)
+    async with scope:
+        options = RunOptions(
+            guards=guards_from(args, settings),
             selection=selection_from(args),
             given_paths=path_forms(args.paths),
-            rules=provider_rules(),
-            live=live,
+            refresh=args.refresh,
+            adopt_running=args.adopt_running,
         )
-        return await _execute(args, applier, plan, recovered, scope.reporter)
+        prepared = await scope.engine.prepare(desired, secrets, options)
+        return await _execute(
+            args, prepared.applier, prepared.plan, prepared.recovered, scope.reporter
+        )
 
 
 def _apply_saved(
@@ -177,8 +160,11 @@ def _apply_saved(
         secrets = secrets_for(desired, strict=True)
 
         async def run() -> int:
-            scope = _ApplierScope(args, settings, store, held, secrets)
-            async with scope as applier:
+            scope = _ApplierScope(args, settings, store, held)
+            async with scope:
+                applier = scope.engine.applier(
+                    secrets, RunOptions(adopt_running=args.adopt_running)
+                )
                 return await _execute(args, applier, plan, ApplyReport(), scope.reporter)
 
         return asyncio.run(run())
@@ -214,44 +200,33 @@ async def _execute(
 
 
 class _ApplierScope:
-    """An Applier whose provider clients are closed when the apply ends."""
+    """The engine of one apply, whose provider clients are closed when the apply ends."""
 
     def __init__(
-        self,
-        args: argparse.Namespace,
-        settings: Settings,
-        store: StateStore,
-        held: LockHandle,
-        secrets: dict[str, str],
+        self, args: argparse.Namespace, settings: Settings, store: StateStore, held: LockHandle
     ) -> None:
         self.pool = ProviderPool(settings)
         self.reporter = Reporter()
-        self.refresher = Refresher(
-            providers=self.pool,
-            registry=PROVIDERS,
-            now=utc_now,
-            policy=RetryPolicy(settings.max_attempts, settings.max_retry_seconds),
-            buckets=self.pool.buckets,
-            parallelism=settings.parallelism,
-            before_call=held.verify,
-        )
-        self.applier = Applier(
+
+        def recovering(pending: int) -> None:
+            print("Finishing the calls an earlier run left unconfirmed...", file=sys.stderr)
+
+        self.engine = Engine(
             store=store,
             lock=held,
             providers=self.pool,
             registry=PROVIDERS,
-            secrets=secrets,
             sensitive=schema_set().sensitive,
             now=utc_now,
             policy=RetryPolicy(settings.max_attempts, settings.max_retry_seconds),
             buckets=self.pool.buckets,
             parallelism=settings.parallelism,
-            adopt_running=args.adopt_running,
             on_result=self.reporter,
+            on_recovering=recovering,
         )
 
-    async def __aenter__(self) -> Applier:
-        return self.applier
+    async def __aenter__(self) -> Engine:
+        return self.engine
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.pool.aclose()
@@ -298,7 +273,7 @@ def _finish(
     document with everything in it."""
     results = recovered.results + report.results
     combined = ApplyReport(results, report.aborted or recovered.aborted)
-    code = combined.exit_code if exit_code is None else exit_code
+    code = _exit_code(combined) if exit_code is None else exit_code
     reporter.finish(combined.aborted)
     summary = summary_text(counts(results))
     if args.format == "json":
@@ -308,3 +283,10 @@ def _finish(
     else:
         print(summary)
     return code
+
+
+def _exit_code(report: ApplyReport) -> int:
+    """0 all went well, 1 nothing did, 3 some did (README, exit codes)."""
+    if not report.failed:
+        return exit_codes.OK
+    return exit_codes.PARTIAL if report.succeeded else exit_codes.ERROR

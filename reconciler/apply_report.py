@@ -16,10 +16,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
-from reconciler.apply import Outcome, Remark, SessionResult
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Plan
 from reconciler.core.render import plan_document
+from reconciler.engine.results import Outcome, Remark, SessionResult
 
 if TYPE_CHECKING:
     from rich.console import Console

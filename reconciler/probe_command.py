@@ -20,9 +20,9 @@ from reconciler import cli_help, exit_codes
 from reconciler.option_types import non_negative_float
 
 if TYPE_CHECKING:
-    from reconciler.apply import SessionResult
     from reconciler.core.llm_probe import ProbeRequest, ProbeResult, ProbeTarget
     from reconciler.core.plan import Plan
+    from reconciler.engine.results import SessionResult
 
 DEFAULT_TIMEOUT = 10.0  # the platform's: it waits 10 s for the answer to start
 
@@ -120,9 +120,9 @@ async def refuse_failing_endpoints(
     """`apply --probe`: the plan without the starts whose endpoint failed, and a failed result
     for each of them. A refused restart is not stopped either: the running agent keeps its
     (working or not) endpoint rather than being cut and never coming back."""
-    from reconciler.apply import Outcome, SessionResult
     from reconciler.core.llm_probe import probe_targets, result_line
     from reconciler.core.plan import ActionKind
+    from reconciler.engine.results import Outcome, SessionResult
     from reconciler.providers.registry import provider_rules
 
     starting = [

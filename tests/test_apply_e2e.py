@@ -31,10 +31,11 @@ from apply_helpers import (
     start_foreign_task,
 )
 
-from reconciler.apply import Applier, Outcome
 from reconciler.core.model import DesiredSession, JournalOp
 from reconciler.core.normalize import fingerprint, redact
 from reconciler.emulator.volcengine import Faults
+from reconciler.engine.applier import Applier
+from reconciler.engine.results import Outcome
 from reconciler.providers.registry import PROVIDERS
 from reconciler.providers.volcengine.client import VolcengineClient
 from reconciler.providers.volcengine.sessions import VolcengineSessions

@@ -57,7 +57,9 @@ VENDOR_WORDS = re.compile(r"FlowLimitExceeded|AUTH_ERROR_CODES|AppId/RoomId/Task
 SHARED = [
     f"reconciler/{name}.py"
     for name in (
-        "apply",
+        "engine/applier",
+        "engine/reconcile",
+        "engine/results",
         "apply_command",
         "retrying",
         "refresh",

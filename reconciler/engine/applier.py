@@ -25,19 +25,18 @@ import asyncio
 import itertools
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
-from reconciler import exit_codes
 from reconciler.core.model import (
     Announcement,
     DesiredSession,
     JournalEntry,
     JournalOp,
     SessionRecord,
+    StateMeta,
 )
 from reconciler.core.normalize import SensitivePaths, fingerprint, redact
 from reconciler.core.outcome import (
@@ -49,6 +48,7 @@ from reconciler.core.outcome import (
 from reconciler.core.plan import Action, ActionKind, Plan
 from reconciler.core.providers import ProviderRules
 from reconciler.core.secrets import substitute
+from reconciler.engine.results import ApplyReport, Outcome, Remark, SessionResult
 from reconciler.errors import (
     AuthRefused,
     Conflict,
@@ -72,47 +72,7 @@ from reconciler.retrying import RetryPolicy, Sleep, TokenBucket, call_with_retri
 from reconciler.state.base import LockHandle, RecordChange, StateStore
 from reconciler.state.fenced import FencedStore
 
-
-class Outcome(StrEnum):
-    OK = "ok"
-    FAILED = "failed"
-    SKIPPED = "skipped"  # not attempted: the apply was aborted first
-
-
-class Remark(StrEnum):
-    """What an OK result needs said beside its detail, and counted apart in the summary."""
-
-    ADOPTED = "adopted"  # a Start met a running task (--adopt-running) and took it over as it is
-    UNCONFIRMED = "unconfirmed"  # recorded as delivered, though the answer was lost
-
-
-@dataclass(frozen=True, slots=True)
-class SessionResult:
-    name: str
-    kind: str
-    outcome: Outcome
-    detail: str = ""
-    remark: Remark | None = None
-
-
-@dataclass(slots=True)
-class ApplyReport:
-    results: list[SessionResult] = field(default_factory=list)
-    aborted: str | None = None
-
-    @property
-    def succeeded(self) -> list[SessionResult]:
-        return [r for r in self.results if r.outcome is Outcome.OK]
-
-    @property
-    def failed(self) -> list[SessionResult]:
-        return [r for r in self.results if r.outcome is not Outcome.OK]
-
-    @property
-    def exit_code(self) -> int:
-        if not self.failed:
-            return exit_codes.OK
-        return exit_codes.PARTIAL if self.succeeded else exit_codes.ERROR
+T = TypeVar("T")
 
 
 def _not_delivered(error: BaseException) -> bool:
@@ -144,7 +104,7 @@ class Applier:
     on_result: Callable[[SessionResult], None] = lambda result: None
     _abort: str | None = None
     _slots: asyncio.Semaphore | None = None
-    _key: bytes | None = None
+    _meta: StateMeta | None = None
 
     def __post_init__(self) -> None:
         self.store = FencedStore(self.store, self.lock)
@@ -155,7 +115,7 @@ class Applier:
         """Finish the intents a killed run left without an outcome."""
         by_name = {session.name: session for session in desired}
         report = ApplyReport()
-        pending = self.store.pending_intents()
+        pending = await self._io(self.store.pending_intents)
         self._providers_for(entry.provider for entry in pending)
         # A session's intents are finished one after another, oldest first: never two calls
         # for one session at once.
@@ -167,7 +127,7 @@ class Applier:
             session = by_name.get(entries[0].name)
             return [await self._in_slot(partial(self._recover_one, e, session)) for e in entries]
 
-        results = await asyncio.gather(*(finish(entries) for entries in by_session.values()))
+        results = await _all(finish(entries) for entries in by_session.values())
         report.results.extend(result for results_of in results for result in results_of)
         report.aborted = self._abort
         return report
@@ -192,36 +152,46 @@ class Applier:
                         if self._refused(error):
                             # The same body refused (a bad parameter): the lost Start was
                             # refused too. Finished, so the plan handles the session again.
-                            self.store.finish_intent(entry.id, f"failed: {error}", None)
+                            await self._io(
+                                self.store.finish_intent, entry.id, f"failed: {error}", None
+                            )
                         raise
-                    previous = self.store.get_record(session.name)
+                    previous = await self._io(self.store.get_record, session.name)
                     started = self._started(session, assigned, previous, owner)
-                    self.store.finish_intent(
-                        entry.id, "started (recovered)", RecordChange(put=started)
+                    await self._io(
+                        self.store.finish_intent,
+                        entry.id,
+                        "started (recovered)",
+                        RecordChange(put=started),
                     )
                     return self._done(SessionResult(entry.name, kind, Outcome.OK, "started"))
                 # No longer wanted as it was: make sure the task we may have started is gone.
                 await self._stop_call(entry.provider, ids)
-                self.store.finish_intent(
-                    entry.id, "stopped (recovered: no longer declared so)", None
+                await self._io(
+                    self.store.finish_intent,
+                    entry.id,
+                    "stopped (recovered: no longer declared so)",
+                    None,
                 )
                 return self._done(
                     SessionResult(entry.name, kind, Outcome.OK, "abandoned start undone")
                 )
             if entry.op is JournalOp.STOP:
                 await self._stop_call(entry.provider, ids)
-                change = self._delete_if_same_task(entry)
-                self.store.finish_intent(entry.id, "stopped (recovered)", change)
+                change = await self._delete_if_same_task(entry)
+                await self._io(self.store.finish_intent, entry.id, "stopped (recovered)", change)
                 return self._done(SessionResult(entry.name, kind, Outcome.OK, "stopped"))
             if "change" in payload:
                 # An in-place update merges the declared values: the record still holds the
                 # old spec, so the plan sends the update again.
-                self.store.finish_intent(entry.id, "update unconfirmed (recovered)", None)
+                await self._io(
+                    self.store.finish_intent, entry.id, "update unconfirmed (recovered)", None
+                )
                 detail = "in-place update unconfirmed: left to the plan, which sends it again"
                 return self._done(SessionResult(entry.name, kind, Outcome.OK, detail))
             # An announcement whose answer was lost may have been played: never play it twice.
             announcement_id = payload["announcement"]["id"]
-            record = self.store.get_record(entry.name)
+            record = await self._io(self.store.get_record, entry.name)
             change = None
             if record is not None and record.identity == entry.identity:
                 change = RecordChange(
@@ -233,7 +203,9 @@ class Applier:
                         f"announcement {announcement_id}: delivery unconfirmed (run was killed)",
                     )
                 )
-            self.store.finish_intent(entry.id, "delivery unconfirmed (recovered)", change)
+            await self._io(
+                self.store.finish_intent, entry.id, "delivery unconfirmed (recovered)", change
+            )
             detail = (
                 f"delivery unconfirmed: announcement {announcement_id} may have played before "
                 "the run that sent it was killed; recorded as delivered, never repeated"
@@ -267,7 +239,8 @@ class Applier:
         )
         owner = self._owner(entry.name)
         # The new attempt is journaled before its call, and supersedes the lost one.
-        restart = self.store.begin_intent(
+        restart = await self._io(
+            self.store.begin_intent,
             entry.name,
             JournalOp.START,
             entry.provider,
@@ -281,8 +254,11 @@ class Applier:
                 }
             ),
         )
-        self.store.finish_intent(
-            entry.id, f"superseded: started again as attempt {owner.attempt}", None
+        await self._io(
+            self.store.finish_intent,
+            entry.id,
+            f"superseded: started again as attempt {owner.attempt}",
+            None,
         )
         try:
             _, assigned = await self._start_call(entry.provider, target, owner, begun=True)
@@ -290,7 +266,7 @@ class Applier:
             raise  # the new intent stays pending: the next apply settles it the same way
         except ProviderError as error:
             if self._refused(error):
-                self.store.finish_intent(restart, f"failed: {error}", None)
+                await self._io(self.store.finish_intent, restart, f"failed: {error}", None)
             raise
         started = {**ids, **assigned}
         if not keep:
@@ -299,11 +275,20 @@ class Applier:
         stray = [s for s in tagged if s.owner is None or s.owner.attempt != owner.attempt]
         if keep:
             assert session is not None
-            record = self._started(session, assigned, self.store.get_record(entry.name), owner)
-            self.store.finish_intent(restart, "started (recovered)", RecordChange(put=record))
+            record = self._started(
+                session, assigned, await self._io(self.store.get_record, entry.name), owner
+            )
+            await self._io(
+                self.store.finish_intent, restart, "started (recovered)", RecordChange(put=record)
+            )
             detail = "started again into its channel; the lost Start's instance was replaced"
         else:
-            self.store.finish_intent(restart, "stopped (recovered: no longer declared so)", None)
+            await self._io(
+                self.store.finish_intent,
+                restart,
+                "stopped (recovered: no longer declared so)",
+                None,
+            )
             detail = "abandoned start undone (pushed out of its channel, then stopped)"
         if stray or (keep and len(tagged) != 1):
             attempts = ", ".join(sorted(s.owner.attempt for s in stray if s.owner)) or "none"
@@ -339,8 +324,8 @@ class Applier:
             and self._fingerprint(session) == payload.get("fingerprint")
         )
 
-    def _delete_if_same_task(self, entry: JournalEntry) -> RecordChange | None:
-        record = self.store.get_record(entry.name)
+    async def _delete_if_same_task(self, entry: JournalEntry) -> RecordChange | None:
+        record = await self._io(self.store.get_record, entry.name)
         if record is not None and record.identity == entry.identity:
             return RecordChange(delete=entry.name)
         return None
@@ -354,7 +339,7 @@ class Applier:
         self._providers_for(a.provider for a in plan.changes if not a.record_only)
         # A session with an intent still pending (its recovery failed, or a Start's outcome is
         # unknown) is left alone until that intent is finished: never two intents at once.
-        pending = self.store.pending_intents()
+        pending = await self._io(self.store.pending_intents)
         unresolved = _Unresolved({e.name for e in pending}, {e.identity for e in pending})
         changes = tuple(a for a in plan.changes if not unresolved.blocks(a))
         report.results.extend(
@@ -370,11 +355,9 @@ class Applier:
             for a in plan.changes
             if unresolved.blocks(a)
         )
-        stopped = await asyncio.gather(
-            *(
-                self._in_slot(partial(self._stop_action, a))
-                for a in _interleaved(a for a in changes if a.stops)
-            )
+        stopped = await _all(
+            self._in_slot(partial(self._stop_action, a))
+            for a in _interleaved(a for a in changes if a.stops)
         )
         failed_stops = {result.name for result in stopped if result.outcome is not Outcome.OK}
         # A restart whose stop succeeded is reported once, by its start.
@@ -388,8 +371,8 @@ class Applier:
             or (action.kind is ActionKind.REPLACE and action.name not in failed_stops)
         ]
         report.results.extend(
-            await asyncio.gather(
-                *(self._in_slot(partial(self._forward_action, a)) for a in _interleaved(forward))
+            await _all(
+                self._in_slot(partial(self._forward_action, a)) for a in _interleaved(forward)
             )
         )
         report.results.sort(key=lambda result: result.name)
@@ -402,7 +385,8 @@ class Applier:
         kind = action.kind.value
         if self._abort:
             return self._done(SessionResult(action.name, kind, Outcome.SKIPPED, self._abort))
-        entry = self.store.begin_intent(
+        entry = await self._io(
+            self.store.begin_intent,
             record.name,
             JournalOp.STOP,
             record.provider,
@@ -418,12 +402,12 @@ class Applier:
                 if self._abort
                 else RecordChange(put=with_error(record, f"stop failed: {error}", self.now()))
             )
-            self.store.finish_intent(entry, f"failed: {error}", failed)
+            await self._io(self.store.finish_intent, entry, f"failed: {error}", failed)
             return self._done(
                 SessionResult(action.name, kind, Outcome.FAILED, f"stop failed: {error}")
             )
         outcome = "already stopped" if already else "stopped"
-        self.store.finish_intent(entry, outcome, RecordChange(delete=record.name))
+        await self._io(self.store.finish_intent, entry, outcome, RecordChange(delete=record.name))
         result = SessionResult(action.name, kind, Outcome.OK, outcome)
         return self._done(result) if action.kind is ActionKind.DELETE else result
 
@@ -440,7 +424,8 @@ class Applier:
         # The attempt is journaled before the call: the owner tag of a Start whose answer is
         # lost is known to the run that finishes it.
         owner = self._owner(session.name)
-        entry = self.store.begin_intent(
+        entry = await self._io(
+            self.store.begin_intent,
             session.name,
             JournalOp.START,
             session.provider,
@@ -463,7 +448,7 @@ class Applier:
             detail = f"start unconfirmed: {error} (the next apply finishes it)"
             return self._done(SessionResult(action.name, kind, Outcome.FAILED, detail))
         except ProviderError as error:
-            self.store.finish_intent(entry, f"failed: {error}", None)
+            await self._io(self.store.finish_intent, entry, f"failed: {error}", None)
             detail = f"start failed: {error}"
             if isinstance(error, Conflict):
                 detail += (
@@ -474,7 +459,7 @@ class Applier:
             return self._done(SessionResult(action.name, kind, Outcome.FAILED, detail))
         record = self._started(session, assigned, previous, owner)
         outcome = "already started" if adopted else "started"
-        self.store.finish_intent(entry, outcome, RecordChange(put=record))
+        await self._io(self.store.finish_intent, entry, outcome, RecordChange(put=record))
         if adopted and self.adopt_running:
             # Without --adopt-running, "already started" can only be our own retried Start.
             detail = "adopted (already running; taken over as it is)"
@@ -486,14 +471,14 @@ class Applier:
         session, record = action.desired, action.recorded
         assert session is not None and record is not None
         if action.record_only:
-            self.store.put_record(updated_record(record, session, (), self.now()))
+            await self._io(self.store.put_record, updated_record(record, session, (), self.now()))
             return SessionResult(action.name, "update", Outcome.OK, "record updated")
         details: list[str] = []
         if action.in_place_paths:
             failure = await self._reconfigure(action, record, session)
             if failure is not None:
                 return failure
-            record = self.store.get_record(action.name) or record
+            record = await self._io(self.store.get_record, action.name) or record
             details.append("updated in place: " + ", ".join(action.in_place_paths))
         delivered: list[str] = []
         unconfirmed: list[str] = []
@@ -504,7 +489,7 @@ class Applier:
                 unconfirmed.append(failure.detail)
             elif failure is not None:
                 return failure
-            record = self.store.get_record(action.name) or record
+            record = await self._io(self.store.get_record, action.name) or record
         details += (["announced " + ", ".join(delivered)] if delivered else []) + unconfirmed
         remark = Remark.UNCONFIRMED if unconfirmed else None
         return SessionResult(action.name, "update", Outcome.OK, "; ".join(details), remark)
@@ -514,7 +499,8 @@ class Applier:
     ) -> SessionResult | None:
         """Send the changed in-place fields; on success the record's spec and fingerprint move
         to the declared ones (with labels, protect and source), in the outcome's transaction."""
-        entry = self.store.begin_intent(
+        entry = await self._io(
+            self.store.begin_intent,
             record.name,
             JournalOp.UPDATE,
             record.provider,
@@ -535,19 +521,24 @@ class Applier:
             await self._call(record.provider, lambda: provider.update(record.provider_ids, change))
         except ProviderError as error:
             if isinstance(error, NotFound):
-                self.store.finish_intent(
-                    entry, f"not found: {error}", RecordChange(delete=record.name)
+                await self._io(
+                    self.store.finish_intent,
+                    entry,
+                    f"not found: {error}",
+                    RecordChange(delete=record.name),
                 )
                 detail = f"it had ended by itself ({error}); the next apply starts it again"
                 return SessionResult(record.name, "update", Outcome.FAILED, detail)
-            self.store.finish_intent(entry, f"failed: {error}", None)
+            await self._io(self.store.finish_intent, entry, f"failed: {error}", None)
             return SessionResult(
                 record.name, "update", Outcome.FAILED, f"update in place failed: {error}"
             )
         now = self.now()
         moved = reconfigured_record(record, session, self.key, self.sensitive, self.secrets, now)
         updated = updated_record(moved, session, (), now)
-        self.store.finish_intent(entry, "updated in place", RecordChange(put=updated))
+        await self._io(
+            self.store.finish_intent, entry, "updated in place", RecordChange(put=updated)
+        )
         return None
 
     async def _announce(
@@ -557,7 +548,8 @@ class Applier:
         announcement: Announcement,
         delivered: list[str],
     ) -> SessionResult | None:
-        entry = self.store.begin_intent(
+        entry = await self._io(
+            self.store.begin_intent,
             record.name,
             JournalOp.UPDATE,
             record.provider,
@@ -580,8 +572,11 @@ class Applier:
             if isinstance(error, NotFound):
                 # The task ended by itself (IdleTimeout, a user leaving): it is not running, so
                 # the record goes and the next apply starts it again.
-                self.store.finish_intent(
-                    entry, f"not found: {error}", RecordChange(delete=record.name)
+                await self._io(
+                    self.store.finish_intent,
+                    entry,
+                    f"not found: {error}",
+                    RecordChange(delete=record.name),
                 )
                 return SessionResult(
                     record.name,
@@ -595,18 +590,23 @@ class Applier:
                 # announcement was not played, and is left for the next apply.)
                 note = f"announcement {announcement.id}: delivery unconfirmed ({error})"
                 updated = updated_record(record, session, [announcement.id], self.now(), note)
-                self.store.finish_intent(entry, f"unconfirmed: {error}", RecordChange(put=updated))
+                await self._io(
+                    self.store.finish_intent,
+                    entry,
+                    f"unconfirmed: {error}",
+                    RecordChange(put=updated),
+                )
                 detail = (
                     f"delivery unconfirmed: announcement {announcement.id} may have played, "
                     f"its answer was lost ({error}); recorded as delivered, never repeated"
                 )
                 return SessionResult(record.name, "update", Outcome.OK, detail, Remark.UNCONFIRMED)
-            self.store.finish_intent(entry, f"failed: {error}", None)
+            await self._io(self.store.finish_intent, entry, f"failed: {error}", None)
             return SessionResult(
                 record.name, "update", Outcome.FAILED, f"announce {announcement.id} failed: {error}"
             )
         updated = updated_record(record, session, [announcement.id], self.now())
-        self.store.finish_intent(entry, "delivered", RecordChange(put=updated))
+        await self._io(self.store.finish_intent, entry, "delivered", RecordChange(put=updated))
         delivered.append(announcement.id)
         return None
 
@@ -704,13 +704,23 @@ class Applier:
 
     def _owner(self, name: str) -> Owner:
         """The owner tag of a new Start attempt: a fresh attempt id each time."""
-        return Owner(self.store.meta().lineage, name, secrets.token_hex(8))
+        return Owner(self._state_meta().lineage, name, secrets.token_hex(8))
 
     @property
     def key(self) -> bytes:
-        if self._key is None:
-            self._key = self.store.meta().fingerprint_key
-        return self._key
+        return self._state_meta().fingerprint_key
+
+    def _state_meta(self) -> StateMeta:
+        """The state's lineage and key, read once (they never change): from the event loop,
+        so not again for every Start."""
+        if self._meta is None:
+            self._meta = self.store.meta()
+        return self._meta
+
+    async def _io(self, call: Callable[..., T], *args: Any) -> T:
+        """A state read or write, off the event loop: an fsync or a PostgreSQL round trip
+        must not stall the calls in flight (both stores serialise their connection)."""
+        return await asyncio.to_thread(call, *args)
 
     def _fingerprint(self, session: DesiredSession) -> str:
         paths = self.sensitive.get(session.provider, frozenset())
@@ -738,6 +748,19 @@ class Applier:
     def _done(self, result: SessionResult) -> SessionResult:
         self.on_result(result)
         return result
+
+
+async def _all(calls: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Every call's result, in order. A TaskGroup, not gather: when one fails (a journal write
+    that cannot be made, a lost lock) the others are cancelled before this returns, so no call
+    of this run is still writing records when the next run (the daemon's) begins."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(call) for call in calls]
+    except BaseExceptionGroup as failed:
+        # The first failure, as gather raised it: callers handle LockLost, StateError, ...
+        raise failed.exceptions[0]  # noqa: B904 - the group is kept as its context
+    return [task.result() for task in tasks]
 
 
 def _interleaved(actions: Iterable[Action]) -> list[Action]:

@@ -1,0 +1,167 @@
+"""One reconcile run: recover → observe → plan → execute (DESIGN.md, "How a reconcile flows").
+
+`apply` and the daemon share it. `apply` asks its question between the plan and its execution,
+so the run comes in two halves: `prepare` (finish what a killed run left, ask the cloud what
+became of the records, plan) and `execute`; `reconcile_once` is both, for callers that do not
+ask. Each run gets a fresh Applier (its abort flag and slots are the run's own); what lives
+longer — the provider clients and their token buckets, the writer lock or leader lease — is the
+caller's, handed in once.
+
+The caller holds the writer lock (or the leader lease) for the whole run: it is verified before
+every provider call and every journal write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from reconciler.core.model import DesiredSession, LiveSession, SessionRecord
+from reconciler.core.normalize import SensitivePaths
+from reconciler.core.plan import Guards, Plan, make_plan
+from reconciler.core.selection import EVERY_SESSION, Selection
+from reconciler.engine.applier import Applier
+from reconciler.engine.results import ApplyReport, SessionResult
+from reconciler.providers.base import ProviderSpec, SessionProvider
+from reconciler.refresh import Refresher
+from reconciler.retrying import RetryPolicy, TokenBucket
+from reconciler.state.base import LockHandle, StateStore
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What one run is asked to do, besides the desired set."""
+
+    guards: Guards = field(default_factory=Guards)
+    selection: Selection = EVERY_SESSION
+    given_paths: Sequence[str] = ()
+    refresh: bool = True  # ask the observing providers about every record first
+    adopt_running: bool = False
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A run up to its plan: what recovery finished, and the plan for the rest."""
+
+    plan: Plan
+    recovered: ApplyReport
+    applier: Applier
+
+
+@dataclass(slots=True)
+class RunResult:
+    plan: Plan
+    recovered: ApplyReport
+    report: ApplyReport
+
+    @property
+    def results(self) -> list[SessionResult]:
+        return self.recovered.results + self.report.results
+
+    @property
+    def aborted(self) -> str | None:
+        return self.report.aborted or self.recovered.aborted
+
+
+@dataclass
+class Engine:
+    store: StateStore
+    lock: LockHandle
+    providers: Mapping[str, SessionProvider]
+    registry: Mapping[str, ProviderSpec]
+    sensitive: Mapping[str, SensitivePaths]
+    now: Callable[[], str]
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    buckets: Mapping[str, TokenBucket] = field(default_factory=dict)
+    parallelism: int = 16
+    on_result: Callable[[SessionResult], None] = lambda result: None
+    on_recovering: Callable[[int], None] = lambda pending: None  # before recovery starts
+
+    def applier(self, secrets: Mapping[str, str], options: RunOptions) -> Applier:
+        return Applier(
+            store=self.store,
+            lock=self.lock,
+            providers=self.providers,
+            registry=self.registry,
+            secrets=secrets,
+            sensitive=self.sensitive,
+            now=self.now,
+            policy=self.policy,
+            buckets=self.buckets,
+            parallelism=self.parallelism,
+            adopt_running=options.adopt_running,
+            on_result=self.on_result,
+        )
+
+    def refresher(self) -> Refresher:
+        return Refresher(
+            providers=self.providers,
+            registry=self.registry,
+            now=self.now,
+            policy=self.policy,
+            buckets=self.buckets,
+            parallelism=self.parallelism,
+            before_call=self.lock.verify,
+        )
+
+    async def prepare(
+        self,
+        desired: Sequence[DesiredSession],
+        secrets: Mapping[str, str],
+        options: RunOptions = RunOptions(),
+    ) -> Prepared:
+        applier = self.applier(secrets, options)
+        recovered = ApplyReport()
+        pending = await asyncio.to_thread(self.store.pending_intents)
+        if pending:
+            self.on_recovering(len(pending))
+            recovered = await applier.recover(desired)
+        records = await asyncio.to_thread(self.store.list_records)
+        live: list[LiveSession] = []
+        if options.refresh:
+            still_pending = await asyncio.to_thread(self.store.pending_intents)
+            refreshed = await self.refresher().refresh(records, desired, still_pending)
+            await asyncio.to_thread(_keep_observations, applier.store, records, refreshed.records)
+            records, live = refreshed.records, refreshed.live
+        meta = await asyncio.to_thread(self.store.meta)
+        plan = make_plan(
+            desired,
+            records,
+            meta,
+            self.sensitive,
+            secrets,
+            options.guards,
+            created_at=self.now(),
+            selection=options.selection,
+            given_paths=options.given_paths,
+            rules={name: spec.rules for name, spec in self.registry.items()},
+            live=live,
+        )
+        return Prepared(plan, recovered, applier)
+
+    async def execute(self, prepared: Prepared) -> RunResult:
+        """The plan's calls; nothing when a guard refused the plan or nothing changes."""
+        report = ApplyReport()
+        if prepared.plan.changes and not prepared.plan.violations:
+            report = await prepared.applier.execute(prepared.plan)
+        return RunResult(prepared.plan, prepared.recovered, report)
+
+    async def reconcile_once(
+        self,
+        desired: Sequence[DesiredSession],
+        secrets: Mapping[str, str],
+        options: RunOptions = RunOptions(),
+    ) -> RunResult:
+        return await self.execute(await self.prepare(desired, secrets, options))
+
+
+def _keep_observations(
+    store: StateStore, before: Sequence[SessionRecord], after: Sequence[SessionRecord]
+) -> None:
+    """What the cloud said is kept: `state list` shows it, and a plan made with
+    --refresh=false still knows which sessions ended by themselves."""
+    previous = {record.name: record for record in before}
+    for record in after:
+        if previous.get(record.name) != record:
+            store.put_record(record)
