@@ -27,6 +27,7 @@ from reconciler.core.model import (
     Observation,
     SessionRecord,
 )
+from reconciler.engine.calls import OnCall, ignore_calls, reported
 from reconciler.errors import AuthRefused, ProviderError, SettingsError
 from reconciler.providers.base import ObservingProvider, ProviderSpec, SessionProvider
 from reconciler.retrying import RetryPolicy, Sleep, TokenBucket, call_with_retries
@@ -51,6 +52,7 @@ class Refresher:
     parallelism: int = 16
     sleep: Sleep = asyncio.sleep
     before_call: Callable[[], None] = lambda: None  # the writer lock's check, for apply
+    on_call: OnCall = ignore_calls  # every provider request, for metrics and logs
 
     async def refresh(
         self,
@@ -105,7 +107,12 @@ class Refresher:
     async def _observe(self, record: SessionRecord) -> Observation:
         provider = self._observing(record.provider)
         try:
-            return await self._call(record.provider, lambda: provider.observe(record.provider_ids))
+            return await self._call(
+                record.provider,
+                lambda: provider.observe(record.provider_ids),
+                action="observe",
+                session=record.name,
+            )
         except AuthRefused:
             raise
         except ProviderError as error:
@@ -116,7 +123,9 @@ class Refresher:
     ) -> Sequence[LiveSession]:
         provider = self._observing(provider_name)
         try:
-            return await self._call(provider_name, lambda: provider.list_live(dict(scope)))
+            return await self._call(
+                provider_name, lambda: provider.list_live(dict(scope)), action="list"
+            )
         except AuthRefused:
             raise
         except ProviderError:
@@ -140,12 +149,20 @@ class Refresher:
                 found.add((provider, tuple((name, values[name]) for name in spec.list_scope)))
         return found
 
-    async def _call(self, provider: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self,
+        provider: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        action: str,
+        session: str | None = None,
+    ) -> T:
         bucket = self.buckets.get(provider) or TokenBucket(rate=1_000_000)
+        request = reported(provider, action, call, self.on_call, session)
 
         async def checked() -> T:
-            self.before_call()
-            return await call()
+            await asyncio.to_thread(self.before_call)  # a lease check is a round trip
+            return await request()
 
         return await call_with_retries(checked, self.policy, bucket, sleep=self.sleep)
 

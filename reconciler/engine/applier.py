@@ -48,6 +48,7 @@ from reconciler.core.outcome import (
 from reconciler.core.plan import Action, ActionKind, Plan
 from reconciler.core.providers import ProviderRules
 from reconciler.core.secrets import substitute
+from reconciler.engine.calls import OnCall, ignore_calls, reported, session_scope, with_tally
 from reconciler.engine.results import ApplyReport, Outcome, Remark, SessionResult
 from reconciler.errors import (
     AuthRefused,
@@ -102,6 +103,7 @@ class Applier:
     sleep: Sleep = asyncio.sleep
     adopt_running: bool = False
     on_result: Callable[[SessionResult], None] = lambda result: None
+    on_call: OnCall = ignore_calls  # every provider request, for metrics and logs
     _abort: str | None = None
     _slots: asyncio.Semaphore | None = None
     _meta: StateMeta | None = None
@@ -125,7 +127,10 @@ class Applier:
 
         async def finish(entries: list[JournalEntry]) -> list[SessionResult]:
             session = by_name.get(entries[0].name)
-            return [await self._in_slot(partial(self._recover_one, e, session)) for e in entries]
+            return [
+                await self._in_slot(e.name, e.provider, partial(self._recover_one, e, session))
+                for e in entries
+            ]
 
         results = await _all(finish(entries) for entries in by_session.values())
         report.results.extend(result for results_of in results for result in results_of)
@@ -308,7 +313,7 @@ class Applier:
             raise TypeError(f"{provider_name} recovers by listing but cannot list")
         scope = {name: ids[name] for name in self.registry[provider_name].list_scope}
         live: Sequence[LiveSession] = await self._call(
-            provider_name, lambda: provider.list_live(scope)
+            provider_name, lambda: provider.list_live(scope), action="list"
         )
         return [
             s
@@ -356,7 +361,7 @@ class Applier:
             if unresolved.blocks(a)
         )
         stopped = await _all(
-            self._in_slot(partial(self._stop_action, a))
+            self._in_slot(a.name, a.provider, partial(self._stop_action, a))
             for a in _interleaved(a for a in changes if a.stops)
         )
         failed_stops = {result.name for result in stopped if result.outcome is not Outcome.OK}
@@ -372,7 +377,8 @@ class Applier:
         ]
         report.results.extend(
             await _all(
-                self._in_slot(partial(self._forward_action, a)) for a in _interleaved(forward)
+                self._in_slot(a.name, a.provider, partial(self._forward_action, a))
+                for a in _interleaved(forward)
             )
         )
         report.results.sort(key=lambda result: result.name)
@@ -518,7 +524,11 @@ class Applier:
         try:
             # Every retryable error is retried: an update merges the declared values, so
             # one that took effect does no harm when repeated.
-            await self._call(record.provider, lambda: provider.update(record.provider_ids, change))
+            await self._call(
+                record.provider,
+                lambda: provider.update(record.provider_ids, change),
+                action="update",
+            )
         except ProviderError as error:
             if isinstance(error, NotFound):
                 await self._io(
@@ -567,6 +577,7 @@ class Applier:
                 record.provider,
                 lambda: provider.announce(record.provider_ids, announcement),
                 retry_on=_not_delivered,
+                action="announce",
             )
         except ProviderError as error:
             if isinstance(error, NotFound):
@@ -635,7 +646,9 @@ class Applier:
             return False, assigned
 
         try:
-            started: tuple[bool, Mapping[str, str]] = await self._call(provider_name, attempt)
+            started: tuple[bool, Mapping[str, str]] = await self._call(
+                provider_name, attempt, action="start"
+            )
         except ProviderError as error:
             if reached and not self._refused(error):
                 raise _StartUnconfirmed(error) from error
@@ -653,7 +666,7 @@ class Applier:
                 return True
             return False
 
-        already: bool = await self._call(provider_name, attempt)
+        already: bool = await self._call(provider_name, attempt, action="stop")
         return already
 
     async def _call(
@@ -661,14 +674,19 @@ class Applier:
         provider_name: str,
         call: Callable[[], Awaitable[Any]],
         retry_on: Callable[[BaseException], bool] | None = None,
+        *,
+        action: str,
     ) -> Any:
         if self._abort:
             raise ProviderError(ErrorKind.TERMINAL, self._abort)
         bucket = self.buckets.get(provider_name) or TokenBucket(rate=1_000_000)
+        request = reported(provider_name, action, call, self.on_call)
 
         async def fenced() -> Any:
-            self.lock.verify()  # LockLost is not retried: it ends the apply
-            return await call()
+            # LockLost is not retried: it ends the apply. Off the loop: a leader lease's
+            # check is a database round trip.
+            await asyncio.to_thread(self.lock.verify)
+            return await request()
 
         try:
             return await call_with_retries(
@@ -678,7 +696,9 @@ class Applier:
             self._abort = f"{provider_name} refused the credentials: {error}"
             raise
 
-    async def _in_slot(self, run: Callable[[], Awaitable[SessionResult]]) -> SessionResult:
+    async def _in_slot(
+        self, name: str, provider: str, run: Callable[[], Awaitable[SessionResult]]
+    ) -> SessionResult:
         """Run one session's intents and calls in one of `parallelism` slots. The slot is
         taken before the first intent is written, so an intent is journaled only when its call
         is about to go out: a killed run leaves at most `parallelism` of them pending, each a
@@ -686,7 +706,8 @@ class Applier:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.parallelism)
         async with self._slots:
-            return await run()
+            with session_scope(name, provider):
+                return with_tally(await run())
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -746,6 +767,7 @@ class Applier:
         )
 
     def _done(self, result: SessionResult) -> SessionResult:
+        result = with_tally(result)
         self.on_result(result)
         return result
 

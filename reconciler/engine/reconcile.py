@@ -22,6 +22,7 @@ from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Guards, Plan, make_plan
 from reconciler.core.selection import EVERY_SESSION, Selection
 from reconciler.engine.applier import Applier
+from reconciler.engine.calls import OnCall, ignore_calls
 from reconciler.engine.results import ApplyReport, SessionResult
 from reconciler.providers.base import ProviderSpec, SessionProvider
 from reconciler.refresh import Refresher
@@ -77,6 +78,7 @@ class Engine:
     parallelism: int = 16
     on_result: Callable[[SessionResult], None] = lambda result: None
     on_recovering: Callable[[int], None] = lambda pending: None  # before recovery starts
+    on_call: OnCall = ignore_calls  # every provider request (metrics, logs)
 
     def applier(self, secrets: Mapping[str, str], options: RunOptions) -> Applier:
         return Applier(
@@ -92,6 +94,7 @@ class Engine:
             parallelism=self.parallelism,
             adopt_running=options.adopt_running,
             on_result=self.on_result,
+            on_call=self.on_call,
         )
 
     def refresher(self) -> Refresher:
@@ -103,6 +106,7 @@ class Engine:
             buckets=self.buckets,
             parallelism=self.parallelism,
             before_call=self.lock.verify,
+            on_call=self.on_call,
         )
 
     async def prepare(

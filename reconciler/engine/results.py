@@ -30,6 +30,9 @@ class SessionResult:
     outcome: Outcome
     detail: str = ""
     remark: Remark | None = None
+    provider: str = ""
+    requests: int = 0  # provider requests this session's calls took, retries included
+    seconds: float = 0.0  # from the session's first intent to this result
 
 
 @dataclass(slots=True)
