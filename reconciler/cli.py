@@ -10,7 +10,14 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from reconciler import __version__, cli_help, exit_codes, probe_command, token_command
+from reconciler import (
+    __version__,
+    cli_help,
+    exit_codes,
+    probe_command,
+    token_command,
+    watch_command,
+)
 from reconciler.core.selection import Requirement, SelectorError, parse_selector
 from reconciler.errors import ReconcilerError, UsageError, ValidationFailed
 from reconciler.option_types import boolean, non_negative_float, non_negative_int, port, rate
@@ -242,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe_command.add_parser(commands)
     token_command.add_parser(commands)
+    watch_command.add_parser(commands, _guard_options)
     return parser
 
 
@@ -374,4 +382,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return probe_command.probe(args)
     if args.command == "token":
         return token_command.token(args)
+    if args.command == "watch":
+        return watch_command.watch(args)
     raise AssertionError(f"unhandled command {args.command}")

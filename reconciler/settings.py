@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     # A saved plan older than this is refused as stale (seconds; 0 disables the age check):
     # tasks end by themselves, so an old plan describes a cloud that may be gone.
     plan_max_age: float = Field(default=24 * 3600, ge=0)
+    # The daemon's HTTP address (health, metrics, status, callbacks); --listen overrides it.
+    listen: str = "127.0.0.1:9430"
 
     @classmethod
     def settings_customise_sources(

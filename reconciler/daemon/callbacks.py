@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.core.timestamps import utc_timestamp
 from reconciler.errors import ReconcilerError
 from reconciler.providers.base import OWNER_TAG_KEY, Owner
 from reconciler.providers.registry import VOLCENGINE as VOLCENGINE_SPEC
@@ -68,6 +69,9 @@ class CallbackHint:
     identity: str | None = None
     session: str | None = None
     event_id: str = ""  # Volcengine's EventId (for logs; the docs do not promise it is unique)
+    # When the event happened (ISO 8601 UTC), where the event says: Volcengine's EventData
+    # EventTime (Unix ms). A task stop older than the record's Start is an earlier task's.
+    at: str | None = None
     detail: str = ""  # the cloud's error code and reason, when the event reports an error
 
 
@@ -117,6 +121,7 @@ def parse_volcengine(body: bytes, secret: str | None) -> CallbackHint | None:
         identity=VOLCENGINE.identity(ids) if all(ids.values()) else None,
         event_id=_text(envelope.get("EventId")),
         detail=detail,
+        at=_unix_ms(data.get("EventTime")),
     )
 
 
@@ -171,6 +176,18 @@ def _owner(user_data: Any) -> Owner | None:
 
 
 # -- shared -------------------------------------------------------------------------------
+
+
+def _unix_ms(value: Any) -> str | None:
+    """Unix milliseconds (a number, or leniently its text) as ISO 8601 UTC; None otherwise."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return utc_timestamp(value / 1000)
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:

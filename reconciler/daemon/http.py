@@ -65,7 +65,9 @@ def trigger_on_end(queue: TriggerQueue) -> Callable[[CallbackHint], None]:
 
     def post(hint: CallbackHint) -> None:
         if hint.ended:
-            queue.post(Trigger(Source.CALLBACK, hint.session, hint.provider, hint.identity))
+            queue.post(
+                Trigger(Source.CALLBACK, hint.session, hint.provider, hint.identity, hint.at)
+            )
 
     return post
 

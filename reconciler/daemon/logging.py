@@ -144,6 +144,11 @@ def configure_logging(
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx logs every request's URL at INFO, and an Alibaba Cloud request carries the whole
+    # agent config (AuthToken included) in its query: only its warnings get through. The
+    # daemon logs each call itself, without the payload.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

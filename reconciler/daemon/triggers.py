@@ -30,6 +30,7 @@ class Source(StrEnum):
     RESYNC = "resync"
     CALLBACK = "callback"
     START = "start"  # the first pass after the daemon starts or becomes leader
+    RETRY = "retry"  # a backed-off session is due again
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class Trigger:
     session: str | None = None
     provider: str | None = None
     identity: str | None = None
+    at: str | None = None  # when the event it answers happened (ISO 8601 UTC), where known
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,18 @@ class Batch:
             for t in self.counts
             if t.provider is not None and t.identity is not None
         )
+
+    @property
+    def task_ends(self) -> dict[tuple[str, str], str | None]:
+        """(provider, task identity) → the latest time a callback said that task ended (None
+        when no such callback said when)."""
+        ends: dict[tuple[str, str], str | None] = {}
+        for t in self.counts:
+            if t.source is Source.CALLBACK and t.provider is not None and t.identity is not None:
+                key = (t.provider, t.identity)
+                known = [at for at in (ends.get(key), t.at) if at is not None]
+                ends[key] = max(known) if known else None
+        return ends
 
     @property
     def total(self) -> int:

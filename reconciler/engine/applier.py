@@ -111,6 +111,12 @@ class Applier:
     def __post_init__(self) -> None:
         self.store = FencedStore(self.store, self.lock)
 
+    def stop_starting(self, reason: str) -> None:
+        """Begin no new call (the daemon is shutting down): calls in flight finish and are
+        journaled; every action not yet begun is skipped with this reason."""
+        if self._abort is None:
+            self._abort = reason
+
     # -- recovery -------------------------------------------------------------------------
 
     async def recover(self, desired: Sequence[DesiredSession]) -> ApplyReport:

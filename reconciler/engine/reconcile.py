@@ -38,6 +38,9 @@ class RunOptions:
     selection: Selection = EVERY_SESSION
     given_paths: Sequence[str] = ()
     refresh: bool = True  # ask the observing providers about every record first
+    # With refresh: ask only about these sessions' records (a callback named them), and list
+    # nothing; None asks about every record.
+    observe_only: frozenset[str] | None = None
     adopt_running: bool = False
 
 
@@ -125,9 +128,15 @@ class Engine:
         live: list[LiveSession] = []
         if options.refresh:
             still_pending = await asyncio.to_thread(self.store.pending_intents)
-            refreshed = await self.refresher().refresh(records, desired, still_pending)
-            await asyncio.to_thread(_keep_observations, applier.store, records, refreshed.records)
-            records, live = refreshed.records, refreshed.live
+            subject, listed_for = records, desired
+            if options.observe_only is not None:
+                subject = [r for r in records if r.name in options.observe_only]
+                listed_for = ()
+            refreshed = await self.refresher().refresh(subject, listed_for, still_pending)
+            await asyncio.to_thread(_keep_observations, applier.store, subject, refreshed.records)
+            fresh = {record.name: record for record in refreshed.records}
+            records = [fresh.get(record.name, record) for record in records]
+            live = refreshed.live
         meta = await asyncio.to_thread(self.store.meta)
         plan = make_plan(
             desired,
