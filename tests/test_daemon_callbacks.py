@@ -60,6 +60,7 @@ def test_a_genuine_task_stop_is_a_hint_that_the_task_ended() -> None:
         ended=True,
         identity="661e****543cf/room1/task1",
         event_id="evt-123",
+        at="2021-01-27T08:40:12Z",  # EventData's EventTime, 1611736812853 Unix ms
     )
 
 

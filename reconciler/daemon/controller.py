@@ -58,6 +58,7 @@ from reconciler.state.base import LockHandle, StateStore
 from reconciler.state.fenced import FencedStore
 
 FORCED_EXIT = 130
+LOSS_CHECK_SECONDS = 0.25
 _log = structlog.get_logger("reconciler.daemon")
 
 
@@ -90,6 +91,10 @@ class Leadership(Protocol):
         ...
 
     def release(self) -> None: ...
+
+    def lost(self) -> bool:
+        """Whether the lead was lost while held (the lease's heartbeat found out)."""
+        ...
 
     def holder(self) -> str | None:
         """Who leads, as last seen, for logs and /status."""
@@ -125,6 +130,9 @@ class SoleWriter:
             with contextlib.suppress(StateError):
                 context.__exit__(None, None, None)
 
+    def lost(self) -> bool:
+        return False  # an flock is not taken away; verify() sees a replaced lock file
+
     def holder(self) -> str | None:
         return None
 
@@ -145,6 +153,9 @@ class LeaseLeadership:
 
     def release(self) -> None:
         self._lease.release()
+
+    def lost(self) -> bool:
+        return self._lease.lost is not None
 
     def holder(self) -> str | None:
         holder = self._lease.holder
@@ -278,10 +289,28 @@ class Daemon:
     async def _serve_as_leader(self) -> None:
         engine = self.make_engine(self.leadership.handle, self._on_result, self._on_call)
         self.queue.post(Trigger(Source.START))
+        watchdog = asyncio.create_task(self._notice_loss())
+        try:
+            await self._passes(engine)
+        finally:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+
+    async def _notice_loss(self) -> None:
+        """Between passes, a lease the heartbeat found lost wakes the loop to stand by (a
+        frozen leader, thawed, must not keep reporting itself as leader)."""
+        while not self.leadership.lost():
+            await asyncio.sleep(LOSS_CHECK_SECONDS)
+        self.queue.post(Trigger(Source.START))
+
+    async def _passes(self, engine: Engine) -> None:
         while True:
             batch = await self.queue.next_batch()
             if batch is None:
                 return  # shutting down
+            if self.leadership.lost():
+                _log.error("lost the leadership: standing by", error="the lease was lost")
+                return
             self._pass_task = asyncio.create_task(self._pass(engine, batch))
             try:
                 lost = await self._pass_task
@@ -316,6 +345,9 @@ class Daemon:
         began = self.clock()
         lost = False
         try:
+            # Still leading? A replica thawed after a freeze must find out before it reads
+            # anything, not at its first call.
+            await asyncio.to_thread(engine.lock.verify)
             result, count = await self._reconcile(engine, batch)
         except LockLost as error:
             _log.error("lost the leadership: standing by", error=str(error))

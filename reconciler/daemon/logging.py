@@ -146,8 +146,9 @@ def configure_logging(
     root.setLevel(level)
     # httpx logs every request's URL at INFO, and an Alibaba Cloud request carries the whole
     # agent config (AuthToken included) in its query: only its warnings get through. The
-    # daemon logs each call itself, without the payload.
-    for chatty in ("httpx", "httpcore"):
+    # daemon logs each call itself, without the payload. watchfiles logs every batch of file
+    # events; the daemon logs the pass they cause.
+    for chatty in ("httpx", "httpcore", "watchfiles"):
         logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     structlog.configure(
         processors=[
