@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, MutableMapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -58,6 +58,10 @@ class ActionKind(StrEnum):
 # Kinds that call nothing and change no record.
 UNCHANGING = frozenset({ActionKind.KEEP, ActionKind.NOOP})
 KEPT_REASON = "kept: protected (no longer declared)"
+
+
+# id(session) → (that session, its redacted spec as canonical JSON): see make_plan.
+SpecTexts = MutableMapping[int, tuple[DesiredSession, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,13 +180,16 @@ def make_plan(
     *,
     rules: Mapping[str, ProviderRules],
     live: Sequence[LiveSession] = (),
+    spec_texts: SpecTexts | None = None,
 ) -> Plan:
     """The plan for the sessions in `selection` (all by default), by each provider's `rules`.
     Records carry what the cloud last said of them (`observation`): one that ended by itself
     is started again. `live` are the live sessions the observing providers listed, for the
     note about those carrying this state's tag that no record tracks. `given_paths` are the
     paths the desired set was read from (each as given and as absolute), for the note about
-    records declared elsewhere; empty when unknown (a saved plan, a test)."""
+    records declared elsewhere; empty when unknown (a saved plan, a test). `spec_texts`
+    remembers each session's redacted spec text between plans made with the same key and
+    secrets (the daemon's): an unchanged session object is not redacted again."""
     desired, records, outside = _in_scope(desired, records, selection)
     recorded = {record.name: record for record in records}
     declared = {session.name for session in desired}
@@ -202,7 +209,9 @@ def make_plan(
             )
         else:
             redactor = redactors[session.provider]
-            actions.append(_compare(session, record, redactor, unresolved, rules[session.provider]))
+            actions.append(
+                _compare(session, record, redactor, unresolved, rules[session.provider], spec_texts)
+            )
     for record in records:
         if record.name not in declared:
             # Protection is kept in the record: a protected session whose declaration was
@@ -333,6 +342,7 @@ def _compare(
     redactor: Redactor,
     unresolved: Set[str],
     rules: ProviderRules,
+    spec_texts: SpecTexts | None = None,
 ) -> Action:
     noop = Action(
         ActionKind.NOOP,
@@ -354,7 +364,7 @@ def _compare(
             not_played=pending,
         )
     reasons: list[str] = []
-    config = _config_changes(session, record, redactor, unresolved)
+    config = _config_changes(session, record, redactor, unresolved, spec_texts)
     if config is not None:
         paths, secret_paths, field_changes = config
         fixed = tuple(path for path in paths if not rules.updatable_in_place(path))
@@ -399,12 +409,23 @@ def _compare(
 
 
 def _config_changes(
-    session: DesiredSession, record: SessionRecord, redactor: Redactor, unresolved: Set[str]
+    session: DesiredSession,
+    record: SessionRecord,
+    redactor: Redactor,
+    unresolved: Set[str],
+    spec_texts: SpecTexts | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[FieldChange, ...]] | None:
     """The changed spec pointers, those holding sensitive values, and each change for display;
     None when the declared spec is the recorded one."""
+    known = spec_texts.get(id(session)) if spec_texts is not None else None
+    if known is not None and known[0] is session:
+        text = known[1]
+        if text_fingerprint(text) == record.fingerprint:
+            return None
     redacted = redactor.redact(session.spec)
     text = canonical_json(redacted)
+    if spec_texts is not None:
+        spec_texts[id(session)] = (session, text)  # the session is kept: its id stays its own
     recorded_text = record.spec_json
     changed = text_fingerprint(text) != record.fingerprint
     missing = session.secret_references & unresolved

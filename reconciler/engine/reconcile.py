@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from reconciler.core.model import DesiredSession, LiveSession, SessionRecord
+from reconciler.core.model import DesiredSession, LiveSession, SessionRecord, StateMeta
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Guards, Plan, make_plan
 from reconciler.core.selection import EVERY_SESSION, Selection
@@ -82,6 +83,12 @@ class Engine:
     on_result: Callable[[SessionResult], None] = lambda result: None
     on_recovering: Callable[[int], None] = lambda pending: None  # before recovery starts
     on_call: OnCall = ignore_calls  # every provider request (metrics, logs)
+    # What a long-lived engine (the daemon's) remembers between runs; see _plan.
+    _records_seen: tuple[int, list[SessionRecord]] | None = field(default=None, init=False)
+    _planned: tuple[tuple[Any, ...], Plan] | None = field(default=None, init=False)
+    _spec_texts: dict[int, tuple[DesiredSession, str]] = field(default_factory=dict, init=False)
+    _texts_for: tuple[bytes, dict[str, str]] | None = field(default=None, init=False)
+    _keep_alive: Sequence[DesiredSession] = field(default=(), init=False)
 
     def applier(self, secrets: Mapping[str, str], options: RunOptions) -> Applier:
         return Applier(
@@ -124,7 +131,7 @@ class Engine:
         if pending:
             self.on_recovering(len(pending))
             recovered = await applier.recover(desired)
-        records = await asyncio.to_thread(self.store.list_records)
+        records = await self._records()
         live: list[LiveSession] = []
         if options.refresh:
             still_pending = await asyncio.to_thread(self.store.pending_intents)
@@ -138,6 +145,41 @@ class Engine:
             records = [fresh.get(record.name, record) for record in records]
             live = refreshed.live
         meta = await asyncio.to_thread(self.store.meta)
+        plan = self._plan(desired, records, meta, secrets, options, live)
+        return Prepared(plan, recovered, applier)
+
+    async def _records(self) -> list[SessionRecord]:
+        """The records, listed again only when the state's serial moved (every write moves
+        it, and the caller holds the writer lock or the lease: nobody else writes)."""
+        meta = await asyncio.to_thread(self.store.meta)
+        seen = self._records_seen
+        if seen is not None and seen[0] == meta.serial:
+            return seen[1]
+        records = await asyncio.to_thread(self.store.list_records)
+        self._records_seen = (meta.serial, records)
+        return records
+
+    def _plan(
+        self,
+        desired: Sequence[DesiredSession],
+        records: Sequence[SessionRecord],
+        meta: StateMeta,
+        secrets: Mapping[str, str],
+        options: RunOptions,
+        live: Sequence[LiveSession],
+    ) -> Plan:
+        """make_plan, remembered: the same inputs as the last run (the same desired set, an
+        unmoved serial, the same secrets, options and live sessions) make the same plan, so a
+        no-change daemon pass does not plan 10,000 sessions again. Otherwise each unchanged
+        session's redacted spec is remembered (for as long as the key and secrets stay)."""
+        inputs = (id(desired), meta.lineage, meta.serial, dict(secrets), options, tuple(live))
+        planned = self._planned
+        if planned is not None and planned[0] == inputs:
+            return replace(planned[1], created_at=self.now())
+        texts_for = (meta.fingerprint_key, dict(secrets))
+        if self._texts_for != texts_for:
+            self._spec_texts.clear()
+            self._texts_for = texts_for
         plan = make_plan(
             desired,
             records,
@@ -150,8 +192,11 @@ class Engine:
             given_paths=options.given_paths,
             rules={name: spec.rules for name, spec in self.registry.items()},
             live=live,
+            spec_texts=self._spec_texts,
         )
-        return Prepared(plan, recovered, applier)
+        self._planned = (inputs, plan)
+        self._keep_alive = desired  # its id is part of the inputs: it must not be reused
+        return plan
 
     async def execute(self, prepared: Prepared) -> RunResult:
         """The plan's calls; nothing when a guard refused the plan or nothing changes."""
