@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apply_helpers import Workspace, emulator_server, running, session
-from daemon_helpers import WatchProcess, wait_until
+from apply_helpers import APP, Workspace, emulator_server, running, session
+from daemon_helpers import WatchProcess, signed_volcengine_event, wait_until
 from pg_helpers import postgres_url, state_url, throwaway_schema
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -81,6 +81,11 @@ def test_exactly_one_of_two_replicas_leads_and_the_standby_is_ready(
     assert standby.get("/readyz").status_code == 200
     assert standby.get("/healthz").status_code == 200
     assert standby.status()["leader"] is False
+    # A genuine callback reaching the standby is refused with 503, so the cloud delivers it
+    # again (a Service may send it to the leader); the leader takes it.
+    event = signed_volcengine_event(APP, "room-a", "task-a")
+    assert standby.post("/callbacks/volcengine", event).status_code == 503
+    assert leader.post("/callbacks/volcengine", event).status_code == 200
     assert leader.stop() == 0 and standby.stop() == 0
 
 

@@ -181,7 +181,6 @@ class Daemon:
     def __init__(
         self,
         config: WatchConfig,
-        store: StateStore,
         leadership: Leadership,
         make_engine: EngineFactory,
         *,
@@ -192,7 +191,6 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.store = store
         self.leadership = leadership
         self.make_engine = make_engine
         self.secrets_for = secrets_for
@@ -433,10 +431,11 @@ class Daemon:
         ends = batch.task_ends
         if not ends:
             return set()
-        records = await asyncio.to_thread(self.store.list_records)
-        pending = await asyncio.to_thread(self.store.pending_intents)
+        # Through the engine's store: its cached records must see the change.
+        records = await asyncio.to_thread(engine.cache.cached_records)
+        pending = await asyncio.to_thread(engine.store.pending_intents)
         marked = ended_by_callback(records, ends, [e.name for e in pending], self.now())
-        fenced = FencedStore(self.store, engine.lock)
+        fenced = FencedStore(engine.store, engine.lock)
         for record in marked:
             await asyncio.to_thread(fenced.put_record, record)
             _log.info("ended by itself (callback)", session=record.name, provider=record.provider)
@@ -455,7 +454,7 @@ class Daemon:
                 self.backoff.failed(result.name, now, result.detail)
             elif result.outcome is Outcome.OK:
                 self.backoff.succeeded(result.name)
-        self._records = await asyncio.to_thread(self.store.list_records)
+        self._records = await asyncio.to_thread(engine.cache.cached_records)
         self.backoff.forget_except({s.name for s in desired} | {r.name for r in self._records})
         self.metrics.set_sessions(session_counts(self._statuses(desired)))
 
@@ -570,6 +569,7 @@ class Daemon:
             on_hint=self._on_hint,
             volcengine_secret=self.config.volcengine_callback_secret,
             aliyun_token=self.config.aliyun_callback_token,
+            accepting=lambda: self.leading and not self._stopping.is_set(),
         )
 
     def _on_hint(self, hint: CallbackHint) -> None:

@@ -57,6 +57,9 @@ class Endpoints:
     on_hint: Callable[[CallbackHint], None]
     volcengine_secret: str | None = None
     aliyun_token: str | None = None
+    # Whether a verified callback can be acted on here: a standby answers 503, so that the
+    # cloud delivers it again (through a Service, perhaps to the leader).
+    accepting: Callable[[], bool] = lambda: True
 
 
 def trigger_on_end(queue: TriggerQueue) -> Callable[[CallbackHint], None]:
@@ -148,6 +151,8 @@ def _callback(endpoints: Endpoints, path: str, headers: Mapping[str, str], body:
         )
         reply = _json(rejected.status, {"error": rejected.reason})
         return Reply(reply.status, reply.body, reply.content_type, extra)
+    if hint is not None and not endpoints.accepting():
+        return _json(503, {"error": "this replica is standing by; deliver to the leader"})
     if hint is not None:
         _log.info(
             "callback",

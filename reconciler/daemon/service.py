@@ -109,7 +109,6 @@ async def _run(
 
     daemon = Daemon(
         config,
-        store,
         leadership,
         make_engine,
         secrets_for=strict_secrets,

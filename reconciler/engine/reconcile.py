@@ -24,6 +24,7 @@ from reconciler.core.plan import Guards, Plan, make_plan
 from reconciler.core.selection import EVERY_SESSION, Selection
 from reconciler.engine.applier import Applier
 from reconciler.engine.calls import OnCall, ignore_calls
+from reconciler.engine.record_cache import CachingStore
 from reconciler.engine.results import ApplyReport, SessionResult
 from reconciler.providers.base import ProviderSpec, SessionProvider
 from reconciler.refresh import Refresher
@@ -83,8 +84,8 @@ class Engine:
     on_result: Callable[[SessionResult], None] = lambda result: None
     on_recovering: Callable[[int], None] = lambda pending: None  # before recovery starts
     on_call: OnCall = ignore_calls  # every provider request (metrics, logs)
-    # What a long-lived engine (the daemon's) remembers between runs; see _plan.
-    _records_seen: tuple[int, list[SessionRecord]] | None = field(default=None, init=False)
+    # What a long-lived engine (the daemon's) remembers between runs: the records (see
+    # record_cache.py) and the last plan with its inputs (see _plan).
     _planned: tuple[tuple[Any, ...], Plan] | None = field(default=None, init=False)
     _spec_texts: dict[int, tuple[DesiredSession, str]] = field(default_factory=dict, init=False)
     _texts_for: tuple[bytes, dict[str, str]] | None = field(default=None, init=False)
@@ -148,16 +149,13 @@ class Engine:
         plan = self._plan(desired, records, meta, secrets, options, live)
         return Prepared(plan, recovered, applier)
 
+    def __post_init__(self) -> None:
+        # Every write of this engine's runs goes through it (the applier wraps it in turn).
+        self.cache = CachingStore(self.store)
+        self.store = self.cache
+
     async def _records(self) -> list[SessionRecord]:
-        """The records, listed again only when the state's serial moved (every write moves
-        it, and the caller holds the writer lock or the lease: nobody else writes)."""
-        meta = await asyncio.to_thread(self.store.meta)
-        seen = self._records_seen
-        if seen is not None and seen[0] == meta.serial:
-            return seen[1]
-        records = await asyncio.to_thread(self.store.list_records)
-        self._records_seen = (meta.serial, records)
-        return records
+        return await asyncio.to_thread(self.cache.cached_records)
 
     def _plan(
         self,
