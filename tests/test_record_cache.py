@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,9 +29,9 @@ def record(name: str, version: int) -> SessionRecord:
 @settings(max_examples=40, deadline=None)
 @given(ops=OPS)
 def test_the_cache_always_equals_a_listing(
-    tmp_path_factory: object, ops: list[tuple[str, str]]
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str]]
 ) -> None:
-    root = Path(str(tmp_path_factory.mktemp("cache")))  # type: ignore[attr-defined]
+    root = tmp_path_factory.mktemp("cache")
     with SqliteStateStore(root / "state.db") as store:
         cached = CachingStore(store)
         assert cached.cached_records() == []
