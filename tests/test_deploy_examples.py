@@ -527,3 +527,14 @@ def test_kubectl_kustomize_renders_the_set_without_secrets() -> None:
     assert {d["metadata"].get("namespace") for d in documents if d["kind"] != "Namespace"} == {
         "voice-sessions"
     }
+
+
+def test_the_deploy_page_names_every_file() -> None:
+    page = (REPO / "docs" / "deploy.md").read_text()
+    files = [
+        p.relative_to(DEPLOY).as_posix()
+        for p in DEPLOY.rglob("*")
+        if p.is_file() and p.parent != KUBE / "sessions" and p.name != "README.md"
+    ]
+    assert len(files) >= 10
+    assert [f for f in files if f"`{f}`" not in page] == []
