@@ -40,10 +40,7 @@ KUBE = DEPLOY / "kubernetes"
 PORT = 9430
 ENDPOINTS = {"liveness": "/healthz", "readiness": "/readyz"}
 
-# The watch command's options as its brief defines them. `reconciler watch` is being written
-# (not in reconciler/cli.py yet); until it is, the deploy files are checked against this list.
-# Once the parser has a `watch` command, watch_options() takes its options from the real parser
-# instead, every file's arguments are parsed by it, and this list must be a subset of them.
+# The options the deploy files rely on (README, docs/daemon.md); the real parser must have them.
 DOCUMENTED_WATCH_OPTIONS = frozenset(
     {
         "--resync",
@@ -56,49 +53,29 @@ DOCUMENTED_WATCH_OPTIONS = frozenset(
         "--probe",
     }
 )
-# Options that take a value (the others are switches), for the documented list.
-DOCUMENTED_SWITCHES = frozenset({"--allow-empty", "--probe"})
 
 
-def watch_parser() -> argparse.ArgumentParser | None:
-    """The real `watch` sub-parser, or None while the command does not exist."""
+def watch_parser() -> argparse.ArgumentParser:
+    """The real `watch` sub-parser."""
     parser = cli.build_parser()
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             found = action.choices.get("watch")
-            return found if isinstance(found, argparse.ArgumentParser) else None
-    return None
+            assert isinstance(found, argparse.ArgumentParser), "reconciler has no watch command"
+            return found
+    raise AssertionError("the parser has no commands")
 
 
 def watch_options() -> frozenset[str]:
     parser = watch_parser()
-    if parser is None:
-        return DOCUMENTED_WATCH_OPTIONS
     return frozenset(o for a in parser._actions for o in a.option_strings if o.startswith("--"))
 
 
 def parse_watch(arguments: list[str]) -> dict[str, Any]:
-    """`watch`'s arguments (after the word watch) → {option: value, "paths": [...]}; with the
-    real parser when it exists (so values are type-checked as the daemon will), else by the
-    documented list."""
-    parser = watch_parser()
-    if parser is not None:
-        namespace = vars(cli.build_parser().parse_args(["watch", *arguments]))
-        return {**namespace, **{f"--{o}": namespace.get(o) for o in ("listen", "grace", "lease")}}
-    parsed: dict[str, Any] = {"paths": []}
-    words = iter(arguments)
-    for word in words:
-        name, equals, value = word.partition("=")
-        if not name.startswith("--"):
-            parsed["paths"].append(word)
-            continue
-        assert name in DOCUMENTED_WATCH_OPTIONS, f"watch has no option {name}"
-        if name in DOCUMENTED_SWITCHES:
-            assert not equals, f"{name} takes no value"
-            parsed[name] = True
-        else:
-            parsed[name] = value if equals else next(words)
-    return parsed
+    """`watch`'s arguments (after the word watch) → {option: value, "paths": [...]}, parsed
+    by the real parser, so values are type-checked as the daemon will."""
+    namespace = vars(cli.build_parser().parse_args(["watch", *arguments]))
+    return {**namespace, **{f"--{o}": namespace.get(o) for o in ("listen", "grace", "lease")}}
 
 
 def listen_port(parsed: dict[str, Any]) -> tuple[str, int]:
@@ -107,9 +84,7 @@ def listen_port(parsed: dict[str, Any]) -> tuple[str, int]:
     return host, int(port)
 
 
-def test_the_documented_options_are_the_real_commands_once_it_exists() -> None:
-    if watch_parser() is None:
-        pytest.skip("reconciler watch is not in reconciler/cli.py yet: checked against the list")
+def test_the_documented_options_are_the_real_commands() -> None:
     assert watch_options() >= DOCUMENTED_WATCH_OPTIONS
 
 
