@@ -25,7 +25,7 @@ from reconciler.core.model import (
 )
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.outcome import action_outcome
-from reconciler.core.plan import ActionKind, Guards, Plan, make_plan
+from reconciler.core.plan import ActionKind, Guards, Plan, PlanMemo, make_plan
 from reconciler.core.providers import ProviderRules
 from reconciler.core.render import plan_document
 from reconciler.core.saved import parse_saved_plan, plan_from_saved
@@ -236,3 +236,32 @@ def test_record_the_outcome_and_plan_again_all_no_ops(
     ]
     second = plan(after, first)
     assert not plan(after, outcome(second)).changes
+
+
+@pytest.mark.parametrize("rules", list(EVERY_RULES.values()), ids=list(EVERY_RULES))
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_a_remembering_plan_is_the_plan_made_from_scratch(
+    rules: ProviderRules, data: st.DataObject
+) -> None:
+    """The daemon plans with a PlanMemo across passes: through a sequence of desired sets and
+    record sets (some objects kept from pass to pass, as the reader and the record cache keep
+    them), each plan is exactly the one made without it."""
+    guards = Guards(allow_empty=True, max_stops=None)
+    memo = PlanMemo()
+    desired: list[DesiredSession] = data.draw(desired_sets(rules))
+    records: list[SessionRecord] = []
+    for _ in range(data.draw(st.integers(1, 5))):
+        fresh = data.draw(desired_sets(rules))
+        # Unchanged files hand back the very same session objects.
+        kept = {s.name: s for s in desired if data.draw(st.booleans())}
+        desired = [kept.get(s.name, s) for s in fresh]
+        remembered = make_plan(
+            desired, records, META, SENSITIVE, {}, guards, rules=EVERY_RULES, memo=memo
+        )
+        scratch = make_plan(desired, records, META, SENSITIVE, {}, guards, rules=EVERY_RULES)
+        assert remembered == scratch
+        applied = outcome(scratch)
+        # Unchanged records are the same objects (the cache), others are new.
+        by_name = {r.name: r for r in records}
+        records = [by_name[r.name] if by_name.get(r.name) == r else r for r in applied]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Mapping, MutableMapping, Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -60,8 +60,28 @@ UNCHANGING = frozenset({ActionKind.KEEP, ActionKind.NOOP})
 KEPT_REASON = "kept: protected (no longer declared)"
 
 
-# id(session) → (that session, its redacted spec as canonical JSON): see make_plan.
-SpecTexts = MutableMapping[int, tuple[DesiredSession, str]]
+@dataclass(slots=True)
+class PlanMemo:
+    """What make_plan may remember between plans made with the same fingerprint key and
+    secrets (a daemon's): each session's redacted spec text and fingerprint, and the action a
+    session was planned as against a record. Keyed by the objects' ids, holding the objects
+    (so an id is never another object's): the daemon's reader hands back the same session
+    objects for unchanged files, its record cache the same record objects for unchanged
+    records, so a no-change pass compares nothing twice. Entries of sessions no longer
+    declared are dropped by each plan."""
+
+    texts: dict[int, tuple[DesiredSession, str, str]] = field(default_factory=dict)
+    compared: dict[int, tuple[DesiredSession, SessionRecord, Action]] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.texts.clear()
+        self.compared.clear()
+
+    def keep_only(self, sessions: Sequence[DesiredSession]) -> None:
+        alive = {id(session) for session in sessions}
+        for table in (self.texts, self.compared):
+            for gone in [key for key in table if key not in alive]:
+                del table[gone]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,16 +200,15 @@ def make_plan(
     *,
     rules: Mapping[str, ProviderRules],
     live: Sequence[LiveSession] = (),
-    spec_texts: SpecTexts | None = None,
+    memo: PlanMemo | None = None,
 ) -> Plan:
     """The plan for the sessions in `selection` (all by default), by each provider's `rules`.
     Records carry what the cloud last said of them (`observation`): one that ended by itself
     is started again. `live` are the live sessions the observing providers listed, for the
     note about those carrying this state's tag that no record tracks. `given_paths` are the
     paths the desired set was read from (each as given and as absolute), for the note about
-    records declared elsewhere; empty when unknown (a saved plan, a test). `spec_texts`
-    remembers each session's redacted spec text between plans made with the same key and
-    secrets (the daemon's): an unchanged session object is not redacted again."""
+    records declared elsewhere; empty when unknown (a saved plan, a test). `memo`
+    (PlanMemo) remembers between plans made with the same key and secrets."""
     desired, records, outside = _in_scope(desired, records, selection)
     recorded = {record.name: record for record in records}
     declared = {session.name for session in desired}
@@ -210,7 +229,7 @@ def make_plan(
         else:
             redactor = redactors[session.provider]
             actions.append(
-                _compare(session, record, redactor, unresolved, rules[session.provider], spec_texts)
+                _compare(session, record, redactor, unresolved, rules[session.provider], memo)
             )
     for record in records:
         if record.name not in declared:
@@ -231,6 +250,8 @@ def make_plan(
                 )
             )
     actions.sort(key=lambda action: action.name)
+    if memo is not None:
+        memo.keep_only(desired)
     return Plan(
         actions=tuple(actions),
         lineage=meta.lineage,
@@ -342,7 +363,25 @@ def _compare(
     redactor: Redactor,
     unresolved: Set[str],
     rules: ProviderRules,
-    spec_texts: SpecTexts | None = None,
+    memo: PlanMemo | None = None,
+) -> Action:
+    if memo is not None:
+        known = memo.compared.get(id(session))
+        if known is not None and known[0] is session and known[1] is record:
+            return known[2]
+        action = _compare_anew(session, record, redactor, unresolved, rules, memo)
+        memo.compared[id(session)] = (session, record, action)
+        return action
+    return _compare_anew(session, record, redactor, unresolved, rules, None)
+
+
+def _compare_anew(
+    session: DesiredSession,
+    record: SessionRecord,
+    redactor: Redactor,
+    unresolved: Set[str],
+    rules: ProviderRules,
+    memo: PlanMemo | None,
 ) -> Action:
     noop = Action(
         ActionKind.NOOP,
@@ -364,7 +403,7 @@ def _compare(
             not_played=pending,
         )
     reasons: list[str] = []
-    config = _config_changes(session, record, redactor, unresolved, spec_texts)
+    config = _config_changes(session, record, redactor, unresolved, memo)
     if config is not None:
         paths, secret_paths, field_changes = config
         fixed = tuple(path for path in paths if not rules.updatable_in_place(path))
@@ -413,19 +452,17 @@ def _config_changes(
     record: SessionRecord,
     redactor: Redactor,
     unresolved: Set[str],
-    spec_texts: SpecTexts | None = None,
+    memo: PlanMemo | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[FieldChange, ...]] | None:
     """The changed spec pointers, those holding sensitive values, and each change for display;
     None when the declared spec is the recorded one."""
-    known = spec_texts.get(id(session)) if spec_texts is not None else None
-    if known is not None and known[0] is session:
-        text = known[1]
-        if text_fingerprint(text) == record.fingerprint:
-            return None
+    known = memo.texts.get(id(session)) if memo is not None else None
+    if known is not None and known[0] is session and known[2] == record.fingerprint:
+        return None
     redacted = redactor.redact(session.spec)
     text = canonical_json(redacted)
-    if spec_texts is not None:
-        spec_texts[id(session)] = (session, text)  # the session is kept: its id stays its own
+    if memo is not None:
+        memo.texts[id(session)] = (session, text, text_fingerprint(text))
     recorded_text = record.spec_json
     changed = text_fingerprint(text) != record.fingerprint
     missing = session.secret_references & unresolved

@@ -74,7 +74,8 @@ class WatchConfig:
     given_paths: tuple[str, ...] = ()
     probe: bool = False
     probe_timeout: float = 10.0
-    debounce: float = 0.05
+    # The queue's quiet period: watchfiles already groups a save's events (10 ms apart).
+    debounce: float = 0.02
     volcengine_callback_secret: str | None = None
     aliyun_callback_token: str | None = None
 

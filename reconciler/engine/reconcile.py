@@ -20,7 +20,7 @@ from typing import Any
 
 from reconciler.core.model import DesiredSession, LiveSession, SessionRecord, StateMeta
 from reconciler.core.normalize import SensitivePaths
-from reconciler.core.plan import Guards, Plan, make_plan
+from reconciler.core.plan import Guards, Plan, PlanMemo, make_plan
 from reconciler.core.selection import EVERY_SESSION, Selection
 from reconciler.engine.applier import Applier
 from reconciler.engine.calls import OnCall, ignore_calls
@@ -87,7 +87,7 @@ class Engine:
     # What a long-lived engine (the daemon's) remembers between runs: the records (see
     # record_cache.py) and the last plan with its inputs (see _plan).
     _planned: tuple[tuple[Any, ...], Plan] | None = field(default=None, init=False)
-    _spec_texts: dict[int, tuple[DesiredSession, str]] = field(default_factory=dict, init=False)
+    _memo: PlanMemo = field(default_factory=PlanMemo, init=False)
     _texts_for: tuple[bytes, dict[str, str]] | None = field(default=None, init=False)
     _keep_alive: Sequence[DesiredSession] = field(default=(), init=False)
 
@@ -168,15 +168,16 @@ class Engine:
     ) -> Plan:
         """make_plan, remembered: the same inputs as the last run (the same desired set, an
         unmoved serial, the same secrets, options and live sessions) make the same plan, so a
-        no-change daemon pass does not plan 10,000 sessions again. Otherwise each unchanged
-        session's redacted spec is remembered (for as long as the key and secrets stay)."""
+        no-change daemon pass does not plan 10,000 sessions again. Otherwise make_plan's memo
+        (PlanMemo: each unchanged session's redacted spec and its comparison with an unchanged
+        record) is used, for as long as the key and secrets stay the same."""
         inputs = (id(desired), meta.lineage, meta.serial, dict(secrets), options, tuple(live))
         planned = self._planned
         if planned is not None and planned[0] == inputs:
             return replace(planned[1], created_at=self.now())
         texts_for = (meta.fingerprint_key, dict(secrets))
         if self._texts_for != texts_for:
-            self._spec_texts.clear()
+            self._memo.clear()
             self._texts_for = texts_for
         plan = make_plan(
             desired,
@@ -190,7 +191,7 @@ class Engine:
             given_paths=options.given_paths,
             rules={name: spec.rules for name, spec in self.registry.items()},
             live=live,
-            spec_texts=self._spec_texts,
+            memo=self._memo,
         )
         self._planned = (inputs, plan)
         self._keep_alive = desired  # its id is part of the inputs: it must not be reused
