@@ -69,5 +69,9 @@ class SessionBackoff:
         due = [r.not_before - now for r in self._retries.values() if r.not_before > now]
         return min(due) if due else None
 
+    def any(self) -> bool:
+        """Whether any session has failures on record."""
+        return bool(self._retries)
+
     def get(self, name: str) -> Retry | None:
         return self._retries.get(name)

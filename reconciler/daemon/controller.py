@@ -59,6 +59,7 @@ from reconciler.state.fenced import FencedStore
 
 FORCED_EXIT = 130
 LOSS_CHECK_SECONDS = 0.25
+WATCH_READY_SECONDS = 5.0
 _log = structlog.get_logger("reconciler.daemon")
 
 
@@ -213,6 +214,8 @@ class Daemon:
         self._refusal: tuple[str, ...] = ()
         self._last: _LastPass | None = None
         self._records: list[SessionRecord] = []
+        self._counted: tuple[int, int] | None = None
+        self._counted_for: tuple[object, object] | None = None
         self._standby_error: str | None = None
         self._retry_timer: asyncio.TimerHandle | None = None
         self._alive = True
@@ -235,6 +238,11 @@ class Daemon:
             asyncio.create_task(self._resync_timer()),
         ]
         try:
+            # The watch must be in place before the first pass reads the files: a save in
+            # between would otherwise wait for the resync.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watch_ready.wait(), WATCH_READY_SECONDS)
+            _log.info("watching", paths=list(self.config.paths))
             await self._lead_or_stand_by()
         finally:
             self._alive = False
@@ -263,8 +271,10 @@ class Daemon:
                 self._standby_error = str(lost)
                 leading = False
             except StateError as error:
-                self._standby_error = f"the state is unreachable: {error}"
-                _log.warning("state unreachable", error=str(error))
+                unreachable = f"the state is unreachable: {error}"
+                if unreachable != self._standby_error:
+                    _log.warning("state unreachable", error=str(error))
+                self._standby_error = unreachable
                 leading = False
             if not leading:
                 self.metrics.set_leader(False)
@@ -455,9 +465,18 @@ class Daemon:
                 self.backoff.failed(result.name, now, result.detail)
             elif result.outcome is Outcome.OK:
                 self.backoff.succeeded(result.name)
-        self._records = await asyncio.to_thread(engine.cache.cached_records)
-        self.backoff.forget_except({s.name for s in desired} | {r.name for r in self._records})
+        records = await asyncio.to_thread(engine.cache.cached_records)
+        # A pass that changed nothing (the same desired set, the very same record listing,
+        # nobody backing off) leaves the counts as they were: 10,000 statuses are not free.
+        unchanged = (id(desired), id(records))
+        if unchanged == self._counted and not results and not self.backoff.any():
+            return
+        self._records = records
+        if self.backoff.any():
+            self.backoff.forget_except({s.name for s in desired} | {r.name for r in records})
         self.metrics.set_sessions(session_counts(self._statuses(desired)))
+        self._counted = unchanged
+        self._counted_for = (desired, records)  # the ids above stay theirs
 
     def _schedule_retry(self) -> None:
         if self._retry_timer is not None:
@@ -599,10 +618,6 @@ class Daemon:
         task = self._pass_task
         if task is not None:
             asyncio.get_running_loop().call_later(self.config.grace, task.cancel)
-
-    @property
-    def watch_ready(self) -> asyncio.Event:
-        return self._watch_ready
 
 
 def _without(plan: Plan, waiting: frozenset[str]) -> Plan:

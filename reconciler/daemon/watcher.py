@@ -28,6 +28,7 @@ from reconciler.sources import IGNORE_FILE, RESERVED_NAMES, IgnoreRule, ignore_r
 # Events that arrive together are one batch for the queue; its own debounce does the rest.
 STEP_MS = 10
 BATCH_MS = 50
+READY_MS = 100
 
 
 class ManifestFilter:
@@ -98,8 +99,10 @@ async def watch_files(
         debounce=BATCH_MS,
         step=STEP_MS,
         stop_event=stop,
-        rust_timeout=500,
-        yield_on_timeout=True,  # the first (empty) yield says the watch is in place
+        # The first (empty) yield, after this long without events, says the watch is in
+        # place; the daemon waits for it before its first pass.
+        rust_timeout=READY_MS,
+        yield_on_timeout=True,
     )
     async for batch in changes:
         ready.set()

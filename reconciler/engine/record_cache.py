@@ -29,10 +29,13 @@ class CachingStore:
         self._records: dict[str, SessionRecord] | None = None
         self._serial: int | None = None  # the serial the cache is known to match
         self._ours = False  # written through here since `_serial` was read
+        self._listing: list[SessionRecord] | None = None  # the sorted records, until a write
 
     def cached_records(self) -> list[SessionRecord]:
         """Every record, ordered by name: from memory when nothing but our own writes moved
-        the serial since the cache was last in step with the state."""
+        the serial since the cache was last in step with the state. The same list object
+        while nothing was written (callers must not change it), so that callers can tell
+        "unchanged" by identity."""
         meta = self._store.meta()
         with self._mutex:
             records = self._records
@@ -40,11 +43,14 @@ class CachingStore:
                 self._serial == meta.serial or (self._ours and self._serial is None)
             ):
                 self._serial, self._ours = meta.serial, False
-                return [records[name] for name in sorted(records)]
+                if self._listing is None:
+                    self._listing = [records[name] for name in sorted(records)]
+                return self._listing
         listed = self._store.list_records()
         with self._mutex:
             self._records = {record.name: record for record in listed}
             self._serial, self._ours = meta.serial, False
+            self._listing = listed
         return listed
 
     def _wrote(self, change: RecordChange | None) -> None:
@@ -55,11 +61,13 @@ class CachingStore:
                 self._records.pop(change.delete, None)
             if change is not None and change.put is not None:
                 self._records[change.put.name] = change.put
+            if change is not None and (change.put is not None or change.delete is not None):
+                self._listing = None
             self._serial, self._ours = None, True
 
     def _lost_track(self) -> None:
         with self._mutex:
-            self._records, self._serial = None, None
+            self._records, self._serial, self._listing = None, None, None
 
     # -- StateStore -----------------------------------------------------------------------
 
