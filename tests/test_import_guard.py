@@ -2,8 +2,9 @@
 
 Each test runs the real CLI in a fresh interpreter (`python -c` that runs `reconciler` as
 `__main__`, then writes the names in `sys.modules` to a file), on a SQLite state, and fails when a
-module that the command has no use for was imported: the PostgreSQL driver, the HTTP client and
-the terminal renderer on any plan or validate of valid files.
+module that the command has no use for was imported: the PostgreSQL driver, the HTTP client,
+the terminal renderer and jsonschema (which only explains an invalid file) on any plan or
+validate of valid files.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
-# Never imported by `plan` (SQLite state, no refresh) or `validate` of valid files.
-NEVER_ON_PLAN = ("psycopg", "httpx", "httpcore", "rich")
+# Never imported by `plan` (SQLite state) or `validate` of valid files: jsonschema only explains
+# an invalid document (the yes/no verdict is jsonschema-rs's).
+NEVER_ON_PLAN = ("psycopg", "httpx", "httpcore", "rich", "jsonschema")
 
 _RUNNER = r"""
 import json, runpy, sys
@@ -102,3 +104,15 @@ def test_the_guard_sees_an_import_when_one_happens(tmp_path: Path) -> None:
     code, modules = imported_by(["state", "list"], tmp_path, state=url)
     assert code != 0  # nothing listens there
     assert "psycopg" in _top_level(modules)
+
+
+def test_an_invalid_file_is_explained_by_jsonschema(tmp_path: Path) -> None:
+    """The other side of the lazy import: a failure is still explained, by jsonschema."""
+    desired = tmp_path / "desired"
+    desired.mkdir()
+    text = (EXAMPLES / "support.json").read_text("utf-8")
+    (desired / "support.json").write_text(text.replace('"IdleTimeout": 300', '"IdleTimeout": -1'))
+    code, modules = imported_by(["validate", str(desired)], tmp_path)
+    assert code == 1
+    assert "jsonschema" in modules
+    assert _forbidden(modules, ("psycopg", "httpx", "rich")) == []
