@@ -24,6 +24,9 @@ EXAMPLES = ROOT / "examples"
 # Never imported by `plan` (SQLite state) or `validate` of valid files: jsonschema only explains
 # an invalid document (the yes/no verdict is jsonschema-rs's).
 NEVER_ON_PLAN = ("psycopg", "httpx", "httpcore", "rich", "jsonschema")
+# Nor, for a directory of JSON files without a .reconcilerignore, the YAML and TOML parsers, the
+# ignore-file matcher, or the retry library (only a refresh calls a provider).
+NEVER_ON_JSON_PLAN = (*NEVER_ON_PLAN, "yaml", "tomllib", "pathspec", "tenacity")
 
 _RUNNER = r"""
 import json, runpy, sys
@@ -69,7 +72,7 @@ def _forbidden(modules: set[str], names: tuple[str, ...]) -> list[str]:
 
 @pytest.fixture
 def json_dir(tmp_path: Path) -> Path:
-    """A directory of valid JSON manifests only (the examples' support.json)."""
+    """A directory of valid JSON manifests only (the examples' support.json), no ignore file."""
     desired = tmp_path / "desired"
     desired.mkdir()
     shutil.copy(EXAMPLES / "support.json", desired / "support.json")
@@ -83,7 +86,7 @@ def test_plan_and_validate_of_valid_json_import_no_driver_client_or_renderer(
     code, modules = imported_by([*command, str(json_dir)], json_dir.parent)
     assert code in (0, 2)
     assert "reconciler.commands" in modules  # the runner did run the command
-    assert _forbidden(modules, NEVER_ON_PLAN) == []
+    assert _forbidden(modules, NEVER_ON_JSON_PLAN) == []
 
 
 def test_plan_of_every_example_format_imports_no_driver_client_or_renderer(
@@ -96,6 +99,8 @@ def test_plan_of_every_example_format_imports_no_driver_client_or_renderer(
     )
     assert code == 2
     assert _forbidden(modules, NEVER_ON_PLAN) == []
+    # The control: these files do need the parsers and the ignore-file matcher.
+    assert {"yaml", "tomllib", "pathspec"} <= _top_level(modules)
 
 
 def test_the_guard_sees_an_import_when_one_happens(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ must never plan from a partial snapshot.
 from __future__ import annotations
 
 import copy
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -315,6 +314,8 @@ def _explain(error: ValidationError) -> list[tuple[str, str]]:
 
 
 def _unknown_field(key: str, known: Sequence[str]) -> str:
+    import difflib  # the error path only
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     if not close:
         lowered = {name.lower(): name for name in known}
