@@ -290,6 +290,9 @@ def _key(key: str) -> str:
 def base_env(state: Path, **extra: str) -> dict[str, str]:
     """The parent's environment without any RECONCILER_* setting, plus the secrets and state."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    # As a user's interpreter does: cache bytecode. Without it (this variable is set on some
+    # development machines) every child compiles the reconciler's sources again, ~25 ms.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(SECRET_ENV)
     env["RECONCILER_STATE"] = str(state)
     env.update(extra)

@@ -99,6 +99,7 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         f"{os.cpu_count()} CPUs"
     )
     print(f"desired set: {SESSIONS} sessions in 1 file ({sum(written.values())} bytes), {work}")
+    print("bytecode cached as a user's interpreter does (PYTHONDONTWRITEBYTECODE cleared)")
 
     commands = {
         "floor": [PYTHON, "-c", "import pydantic_settings"],
