@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 
 from reconciler import (
     __version__,
@@ -32,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=cli_help.TOP,
         formatter_class=_HELP,
     )
-    parser.add_argument("--version", action="version", version=f"reconciler {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser(
@@ -306,7 +305,28 @@ def _selector(text: str) -> tuple[Requirement, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+class _VersionAction(argparse.Action):
+    """`--version`, looked up only when asked for: reading the installed metadata scans
+    sys.path, which every other command would pay for at start-up."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        shown = "show program's version number and exit"
+        super().__init__(option_strings, dest, nargs=0, help=shown)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"reconciler {_version()}")
+        parser.exit()
+
+
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("reconciler")
     except metadata.PackageNotFoundError:  # run from a source tree that was not installed

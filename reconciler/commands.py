@@ -10,16 +10,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler import exit_codes
 from reconciler.core.model import DesiredSession, JournalEntry, LiveSession, SessionRecord
 from reconciler.core.plan import Guards, Plan, make_plan
-from reconciler.core.plan_signature import signed
 from reconciler.core.render import render_json, render_text
-from reconciler.core.render_markdown import render_markdown
-from reconciler.core.saved import literal_secrets
 from reconciler.core.selection import Selection, selection_of
-from reconciler.core.state_listing import listing_documents, render_listing, session_document
 from reconciler.errors import (
     ReconcilerError,
     StateError,
@@ -27,15 +24,19 @@ from reconciler.errors import (
     ValidationFailed,
     os_reason,
 )
-from reconciler.provider_pool import ProviderPool
 from reconciler.providers.registry import PROVIDERS, provider_rules
-from reconciler.refresh import Refreshed, Refresher
-from reconciler.retrying import RetryPolicy
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.empty import EmptyState
 from reconciler.state.open import open_state
 from reconciler.workspace import load_desired, path_forms, resolve_secrets, schema_set, utc_now
+
+if TYPE_CHECKING:
+    from reconciler.refresh import Refreshed
+
+# What only some runs need is imported where it is used, so that `validate` and a plan with
+# nothing to refresh start quickly: the providers' pool and the retry machinery (a refresh),
+# the saved-plan helpers (--out), the Markdown renderer and the state listing.
 
 
 def validate(paths: list[str], output_format: str = "text") -> int:
@@ -111,6 +112,10 @@ async def _refreshed(
     desired: tuple[DesiredSession, ...],
     pending: list[JournalEntry],
 ) -> Refreshed:
+    from reconciler.provider_pool import ProviderPool
+    from reconciler.refresh import Refresher
+    from reconciler.retrying import RetryPolicy
+
     pool = ProviderPool(settings)
     try:
         refresher = Refresher(
@@ -145,6 +150,8 @@ def _open_for_plan(args: argparse.Namespace, settings: Settings) -> StateStore:
         trial = _plan_from_files(
             args.paths, empty, guards_from(args, settings), selection_from(args)
         )
+    from reconciler.core.saved import literal_secrets
+
     problems = literal_secrets(trial, schema_set().sensitive)
     if problems:
         raise ValidationFailed(problems)
@@ -184,6 +191,8 @@ def plan(args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.write(render_json(result, sensitive))
     elif args.format == "markdown":
+        from reconciler.core.render_markdown import render_markdown
+
         sys.stdout.write(render_markdown(result, sensitive, artifact=args.out))
     else:
         sys.stdout.write(render_text(result, sensitive))
@@ -192,6 +201,9 @@ def plan(args: argparse.Namespace) -> int:
             print(f"error: a refused plan is not saved to {args.out}", file=sys.stderr)
         return exit_codes.ERROR
     if args.out:
+        from reconciler.core.plan_signature import signed
+        from reconciler.core.saved import literal_secrets
+
         problems = literal_secrets(result, sensitive)
         if problems:
             raise ValidationFailed(problems)
@@ -263,6 +275,8 @@ def _no_state(args: argparse.Namespace, location: str) -> int:
 
 
 def _state(args: argparse.Namespace, store: StateStore) -> int:
+    from reconciler.core.state_listing import listing_documents, render_listing, session_document
+
     if args.state_command == "list":
         records, pending = store.list_records(), store.pending_intents()
         if args.format == "json":

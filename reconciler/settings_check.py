@@ -9,10 +9,8 @@ keys in `reconciler.toml` are refused by the models' `extra="forbid"` and worded
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +48,8 @@ def unknown_environment(environ: Mapping[str, str], known: Mapping[str, object])
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in known:
             continue
+        import difflib  # only for a name that is not known
+
         close = difflib.get_close_matches(upper, list(known), n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         problems.append(f"unknown setting {name} in the environment{hint}")
@@ -64,6 +64,8 @@ def toml_problem(path: Path) -> str | None:
         return None
     except OSError as exc:
         return f"{path}: cannot read: {exc.strerror or exc}"
+    import tomllib  # only when the settings file exists
+
     try:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -107,6 +109,8 @@ def _unknown_key(
     siblings = sorted(
         loc[-1] for loc in known.values() if len(loc) == len(location) and loc[:-1] == location[:-1]
     )
+    import difflib
+
     close = difflib.get_close_matches(location[-1], siblings, n=1, cutoff=0.75)
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     return f'{_toml_place(location, toml_path, lines)}: unknown setting "{location[-1]}"{hint}'

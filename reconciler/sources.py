@@ -7,8 +7,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
-
 from reconciler.core.load import MAX_FILE_BYTES, SUFFIXES, Document, parse_document
 from reconciler.core.render import PLAN_KIND
 from reconciler.errors import Problem, ValidationFailed
@@ -88,6 +86,9 @@ def ignore_rules(root: str) -> tuple[IgnoreRule, ...]:
 
 
 def _rule(line: str) -> IgnoreRule | None:
+    # Imported only where a directory has an ignore file: most runs never need it.
+    from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
+
     if not line.endswith("\\ "):
         line = line.rstrip(" ")  # git drops trailing spaces unless escaped
     # A trailing `/` says "directories only"; the rest is matched like any pattern, so that

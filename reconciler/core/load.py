@@ -12,15 +12,11 @@ import json
 import math
 import re
 import sys
-import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
-import yaml
-
-from reconciler.core.positions import json_duplicate, json_line, toml_duplicate
 from reconciler.core.secrets import lookup
 from reconciler.errors import Problem, ValidationFailed
 
@@ -54,13 +50,16 @@ def parse_document(path: str, data: bytes) -> Document:
     lower = path.lower()
     try:
         if lower.endswith(".json"):
-            return Document(path, _checked(path, _parse_json(path, text), text, json_line))
+            return Document(path, _checked(path, _parse_json(path, text), text, _json_line))
         if lower.endswith(".toml"):
             toml = _plain(_parse_toml(path, text))
             line_of = functools.partial(_toml_number_line, data=toml)
             return Document(path, _checked(path, toml, text, line_of))
         if lower.endswith((".yaml", ".yml")):
-            value, lines = _parse_yaml(path, text)
+            # yaml (and the YAML builder) are imported only when a YAML file is read.
+            from reconciler.core.load_yaml import parse_yaml
+
+            value, lines = parse_yaml(path, text)
             return Document(path, value, lines)
     except RecursionError:
         raise _fail(path, f"nested deeper than {MAX_DEPTH} levels") from None
@@ -91,6 +90,8 @@ def _parse_json(path: str, text: str) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_json_constant)
     except _DuplicateKey as dup:
+        from reconciler.core.positions import json_duplicate  # the error path only
+
         found = json_duplicate(text)
         if found is None:
             raise _fail(path, f'duplicate key "{dup.key}"') from None
@@ -157,7 +158,15 @@ _TOML_DUPLICATE = ("Cannot overwrite a value", "Cannot declare")
 _HUGE_INTEGER = re.compile(r"(?<![\w.])[+-]?[0-9][0-9_]{4300,}(?![\w.])")
 
 
+def _json_line(text: str, pointer: str) -> int | None:
+    from reconciler.core.positions import json_line  # the error path only
+
+    return json_line(text, pointer)
+
+
 def _parse_toml(path: str, text: str) -> Any:
+    import tomllib  # only when a TOML file is read
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -165,6 +174,8 @@ def _parse_toml(path: str, text: str) -> Any:
         match = _TOML_POSITION.search(message)
         line = int(match.group(1)) if match else None
         if line is not None and message.startswith(_TOML_DUPLICATE):
+            from reconciler.core.positions import toml_duplicate
+
             found = toml_duplicate(text, line)
             if found is not None:
                 raise _fail(path, f'duplicate key "{found.key}"', line, found.pointer) from None
@@ -268,97 +279,6 @@ def _leaves(value: Any, pointer: str = "") -> Iterator[tuple[str, Any]]:
             yield from _leaves(item, f"{pointer}/{index}")
     else:
         yield pointer, value
-
-
-_YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_INT_TAG = "tag:yaml.org,2002:int"
-
-
-def _parse_yaml(path: str, text: str) -> tuple[Any, dict[str, int]]:
-    loader = _YamlLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, {}
-        builder = _YamlBuilder(path, loader)
-        return builder.build(node, "", 1), builder.lines
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "syntax error"
-        raise _fail(path, f"invalid YAML: {problem}", line) from None
-    except yaml.YAMLError as exc:
-        raise _fail(path, f"invalid YAML: {exc}") from None
-    finally:
-        loader.dispose()
-
-
-class _YamlBuilder:
-    """Turns a composed YAML node graph into values, remembering each pointer's line."""
-
-    def __init__(self, path: str, loader: Any) -> None:
-        self.path = path
-        self.loader = loader
-        self.lines: dict[str, int] = {}
-        self.built = 0
-
-    def build(self, node: yaml.Node, pointer: str, depth: int) -> Any:
-        if depth > MAX_DEPTH:
-            raise _fail(self.path, f"nested deeper than {MAX_DEPTH} levels", _line(node))
-        self.built += 1
-        if self.built > MAX_YAML_NODES:
-            raise _fail(self.path, "too many nodes after expanding aliases", _line(node))
-        self.lines.setdefault(pointer or "/", _line(node))
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, pointer, depth)
-        if isinstance(node, yaml.SequenceNode):
-            return [
-                self.build(item, f"{pointer}/{index}", depth + 1)
-                for index, item in enumerate(node.value)
-            ]
-        if node.tag == _TIMESTAMP_TAG:
-            return str(node.value)  # keep dates as written: manifests are JSON data
-        if node.tag == _INT_TAG and len(str(node.value)) > _MAX_INT_TEXT + 8:
-            # Python would refuse to convert past 4,300 digits; no field takes it anyway.
-            raise self._number_fail(_integer_problem(str(node.value)), node, pointer)
-        value = self.loader.construct_object(node, deep=True)
-        problem = _number_problem(value, str(node.value))
-        if problem is not None:
-            raise self._number_fail(problem, node, pointer)
-        return value
-
-    def _number_fail(self, problem: str, node: yaml.Node, pointer: str) -> ValidationFailed:
-        return _fail(self.path, problem, _line(node), pointer)
-
-    def _mapping(self, node: yaml.MappingNode, pointer: str, depth: int) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        merged: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                sources = (
-                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                )
-                for source in sources:
-                    value = self.build(source, pointer, depth)
-                    if isinstance(value, dict):
-                        merged.update({k: v for k, v in value.items() if k not in merged})
-                continue
-            key = self.loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                key = str(key)
-            if key in result:
-                raise _fail(self.path, f'duplicate key "{key}"', _line(key_node), pointer)
-            child = f"{pointer}/{_escape(key)}"
-            result[key] = self.build(value_node, child, depth + 1)
-        for key, value in merged.items():
-            result.setdefault(key, value)
-        return result
-
-
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
 
 
 def _escape(token: str) -> str:

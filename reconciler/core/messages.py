@@ -5,15 +5,22 @@ the regex guards the schemas carry for Python's sake."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema.exceptions import ValidationError
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 # Appended to anchored patterns because Python's `$` also matches before a final newline; it
 # says nothing to a reader.
 _END_GUARD = "(?![\\s\\S])"
+# Whitespace as Python's str.isspace() and str.strip() know it, spelled out in the schemas
+# because regex engines disagree on `\s` (ECMA-262, which editors and the Rust validator follow,
+# counts U+FEFF and not U+001C-U+001F or U+0085; Python the reverse): written as this class, the
+# rule means the same to every engine.
+WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_WHITESPACE = f"[^{WHITESPACE}]"
 # The pattern of credentials: at least one character that is not whitespace.
-NOT_BLANK = "\\S"
+NOT_BLANK = NOT_WHITESPACE
 _LIMIT = 60
 
 
@@ -48,7 +55,7 @@ def schema_message(error: ValidationError) -> str | None:
     if keyword == "pattern":
         if expected == NOT_BLANK:
             return None if value == "" else f"{shown} is blank: it must not be only whitespace"
-        pattern = str(expected).removesuffix(_END_GUARD)
+        pattern = str(expected).removesuffix(_END_GUARD).replace(NOT_WHITESPACE, "\\S")
         return f"{shown} does not match the pattern {pattern}"
     if keyword in ("minLength", "minItems"):
         if expected == 1:

@@ -68,12 +68,13 @@ def _kept_clause(plan: Plan) -> str:
 def render_text(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> str:
     lines: list[str] = []
     changes = plan.changes
+    memo: SpecLinesMemo = {}
     if changes:
         lines.append("reconciler will perform these actions:")
         lines.append("")
         for action in changes:
             lines.extend(_action_lines(action))
-            lines.extend(f"      {line}" for line in spec_lines(action, sensitive))
+            lines.extend(f"      {line}" for line in spec_lines(action, sensitive, memo))
             lines.append("")
     for action in plan.kept:
         lines.extend(_action_lines(action))
@@ -111,20 +112,38 @@ def not_played_line(action: Action) -> str:
     return f"> not played: {ids} (the restart starts a new conversation)"
 
 
-def spec_lines(action: Action, sensitive: Mapping[str, SensitivePaths]) -> list[str]:
+SpecLinesMemo = dict[tuple[int, str, bool, int], list[str]]
+
+
+def spec_lines(
+    action: Action, sensitive: Mapping[str, SensitivePaths], memo: SpecLinesMemo | None = None
+) -> list[str]:
     """What a create will send, one `+ /Path: value` line per leaf: sensitive literals as
     "(sensitive)", references as written (they name where a secret lives, not what it is).
-    Only creates: a replace already lists what changes, and the rest is what is running."""
+    Only creates: a replace already lists what changes, and the rest is what is running.
+
+    `memo` (one per rendering, shared by its actions): the lines of a subtree that several
+    specs share (what file `defaults` leave untouched is one object in every session's spec),
+    at the same pointer, are made once. The subtrees stay alive in the plan while it renders."""
     if action.kind is not ActionKind.CREATE or action.desired is None:
         return []
     paths = sensitive.get(action.provider, frozenset())
     lines: list[str] = []
+    shared: SpecLinesMemo = {} if memo is None else memo
 
     def walk(node: Any, path: tuple[str, ...], pointer: str, secret: bool) -> None:
         if isinstance(node, dict) and node:
+            key_of = (id(node), pointer, secret, id(paths))
+            done = shared.get(key_of)
+            if done:
+                lines.extend(done)
+                return
+            start = len(lines)
             for key, value in node.items():
                 child = (*path, key)
                 walk(value, child, f"{pointer}/{escape_token(key)}", secret or child in paths)
+            # Kept from the second sight on: a subtree of one session alone costs no copy.
+            shared[key_of] = lines[start:] if done is not None else []
         elif isinstance(node, list) and node:
             child = (*path, "*")
             for index, value in enumerate(node):
@@ -150,7 +169,21 @@ def describe_change(change: FieldChange) -> str:
 
 
 def _compact(value: Any) -> str:
+    kind = type(value)
+    # (-0.0 equals 0.0 as a key, but prints differently: floats of zero are not kept.)
+    if kind is str or kind is int or kind is bool or (kind is float and value != 0.0):
+        key = (kind, value)
+        found = _COMPACT.get(key)
+        if found is None:
+            found = _COMPACT[key] = _clip(json.dumps(value, ensure_ascii=False))
+            if len(_COMPACT) > 65_536:  # bounded: a long-lived daemon renders many plans
+                _COMPACT.clear()
+        return found
     return _clip(json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+
+# A leaf's text, once per distinct (type, value): most leaves repeat across sessions.
+_COMPACT: dict[tuple[type, Any], str] = {}
 
 
 def _clip(text: str, limit: int = 120) -> str:

@@ -10,13 +10,9 @@ must never plan from a partial snapshot.
 from __future__ import annotations
 
 import copy
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from jsonschema import Draft7Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from reconciler.core.load import Document
 from reconciler.core.messages import schema_message, spelled
@@ -36,6 +32,10 @@ from reconciler.core.secrets import (
     split_pointer,
 )
 from reconciler.errors import Problem
+
+if TYPE_CHECKING:  # jsonschema is imported only to explain an invalid document
+    from jsonschema import Draft7Validator
+    from jsonschema.exceptions import ValidationError
 
 # Constraints that look at a string's content; a reference's content is unknown until apply.
 _CONTENT_KEYWORDS = frozenset({"pattern", "enum", "format", "minLength", "maxLength", "const"})
@@ -90,7 +90,7 @@ def _validate_document(
     if not isinstance(data, dict):
         return [], [_problem(document, "", 'expected an object with a "sessions" list')]
     problems: list[Problem] = []
-    if not schemas.is_valid_fast(schemas.manifest_fast, data):
+    if not schemas.manifest_is_valid(data):
         problems.extend(_schema_problems(schemas.manifest_validator, data, document, ""))
     raw_defaults = data.get("defaults")
     defaults: dict[str, Any] = raw_defaults if isinstance(raw_defaults, dict) else {}
@@ -146,9 +146,9 @@ def _validate_session(
                 _problem(document, place(f"/passthrough/{position}"), "not a JSON pointer")
             )
     checked = _without(spec, passthrough)
-    if not schemas.is_valid_fast(schemas.provider_fast[provider], checked):
+    if not schemas.spec_is_valid(provider, checked):
         for problem in _schema_problems(
-            schemas.provider_validators[provider], checked, document, "/spec"
+            schemas.provider_validator(provider), checked, document, "/spec"
         ):
             problems.append(_relocated(document, problem, place))
     references, malformed = scanner.scan(spec)
@@ -314,6 +314,8 @@ def _explain(error: ValidationError) -> list[tuple[str, str]]:
 
 
 def _unknown_field(key: str, known: Sequence[str]) -> str:
+    import difflib  # the error path only
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     if not close:
         lowered = {name.lower(): name for name in known}
