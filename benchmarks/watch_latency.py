@@ -77,8 +77,13 @@ class Arrivals:
 class Daemon:
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path) -> None:
         self.process = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.passes = 0
         self.port: int | None = None
@@ -157,9 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.sessions, args.files, args.edits, args.passes = 500, 10, 5, 120
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    with tempfile.TemporaryDirectory() as directory, EmulatorServer(
-        access_key_id=EMULATOR_KEY_ID, secret_access_key=EMULATOR_SECRET
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        EmulatorServer(access_key_id=EMULATOR_KEY_ID, secret_access_key=EMULATOR_SECRET) as server,
+    ):
         work = Path(directory)
         root = work / "desired"
         written = write_manifests(root, args.sessions, args.files)
@@ -174,8 +180,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             RECONCILER_PARALLELISM="8",
             RECONCILER_MAX_STOPS="100000",
         )
-        argv_ = [sys.executable, "-m", "reconciler", "watch", str(root), "--listen",
-                 "127.0.0.1:0", "--log-format", "json", "--resync", "86400"]
+        argv_ = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "watch",
+            str(root),
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--resync",
+            "86400",
+        ]
         started = time.monotonic()
         daemon = Daemon(argv_, env, work)
         try:
@@ -196,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 latencies.append((arrived - written_at) * 1000)
                 daemon.wait_passes(passes + 1, timeout=30)
             p50 = statistics.median(latencies)
-            p95 = sorted(latencies)[max(0, int(round(0.95 * len(latencies))) - 1)]
+            p95 = sorted(latencies)[max(0, round(0.95 * len(latencies)) - 1)]
             print(
                 f"file write -> first StartVoiceChat over {len(latencies)} edits: "
                 f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {max(latencies):.0f} ms "
