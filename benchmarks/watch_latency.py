@@ -239,8 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"over {first_hundred} (target <= {PASS_CPU_TARGET_MS:.0f} ms: "
                 f"{verdict(per_pass <= PASS_CPU_TARGET_MS)})"
             )
-            sighup_passes(max(0, args.passes - first_hundred))
+            series = [rss_100]
+            for _ in range(max(0, args.passes - first_hundred) // 100):
+                sighup_passes(100)
+                series.append(daemon.rss_mb())
+            sighup_passes(max(0, args.passes - first_hundred) % 100)
             rss_end = daemon.rss_mb()
+            print("RSS every 100 passes: " + ", ".join(f"{mb:.0f}" for mb in series) + " MB")
             steady = rss_end <= rss_100 * RSS_GROWTH_ALLOWED
             print(
                 f"RSS after {first_hundred} passes {rss_100:.0f} MB, after {args.passes} "

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from apply_helpers import (
     APP,
+    SECRET_VALUES,
     Workspace,
     aliyun_session,
     emulator_server,
@@ -86,6 +87,8 @@ def test_a_file_save_starts_exactly_the_new_session(
     assert {t[2] for t in running(ws.emulator)} == {"task-a", "task-b", "task-c"}
     assert ws.emulator.calls()["total"] == before + 1, "one Start, and no other call"
     assert daemon.stop() == 0
+    leaked = [secret for secret in SECRET_VALUES if secret in daemon.log]
+    assert not leaked, "a secret reached the daemon's log"
 
 
 def test_a_broken_file_stops_nothing_and_blocks_every_action_until_fixed(
@@ -265,6 +268,21 @@ def test_sigterm_mid_apply_exits_0_and_the_next_run_converges_without_a_duplicat
         assert result.code == 0, str(result)
         assert len(running(server)) == 12
         assert int(server.calls()["by_outcome"].get("ok", 0)) == 12, "no Start sent twice"
+
+
+def test_a_second_signal_exits_at_once(tmp_path: Path, started: list[WatchProcess]) -> None:
+    with emulator_server(Faults(latency=1.0)) as server:
+        ws = Workspace(tmp_path, server, extra={"parallelism": "1"})
+        ws.declare([session(f"s{i}") for i in range(6)])
+        daemon = watch(ws, started, "--grace", "60")
+        daemon.wait_for_log("leading")
+        time.sleep(0.5)  # the first Start is in flight, the grace period is long
+        daemon.signal(signal.SIGTERM)
+        daemon.wait_for_log("shutting down")
+        began = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.process.wait(10) == 130
+        assert time.monotonic() - began < 5, "the second signal did not exit at once"
 
 
 def test_a_second_daemon_on_sqlite_state_is_refused_with_the_holder_named(
