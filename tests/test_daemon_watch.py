@@ -297,6 +297,21 @@ def test_a_second_daemon_on_sqlite_state_is_refused_with_the_holder_named(
     assert daemon.stop() == 0
 
 
+def test_a_busy_listen_address_is_one_clear_error(ws: Workspace) -> None:
+    import socket
+
+    ws.declare([session("a")])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = ws.run("watch", str(ws.manifests), "--listen", f"127.0.0.1:{port}")
+    assert result.code == 1, str(result)
+    assert f"error: cannot listen on 127.0.0.1:{port}: address already in use" in result.err
+    assert "Traceback" not in result.err
+    assert running(ws.emulator) == {}, "nothing started without its HTTP surface"
+
+
 def test_a_failing_session_backs_off_and_does_not_hold_up_the_others(
     ws: Workspace, started: list[WatchProcess]
 ) -> None:

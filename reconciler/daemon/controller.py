@@ -420,7 +420,7 @@ class Daemon:
         results = list(prepared.recovered.results)
         if plan.violations:
             self._report_refusal(plan.violations)
-            await self._after(engine, desired, results, plan)
+            await self._after(engine, desired, results)
             return ReconcileResult.REFUSED, len(results)
         self._report_refusal(())
         plan = _without(plan, self.backoff.waiting(self.clock()))
@@ -437,7 +437,7 @@ class Daemon:
             source = HealSource.CALLBACK if name in from_callbacks else HealSource.OBSERVE
             self.metrics.drift_healed(provider, source)
             _log.info("drift healed", session=name, provider=provider, source=source.value)
-        await self._after(engine, desired, results, plan)
+        await self._after(engine, desired, results)
         if executed.aborted:
             return ReconcileResult.FAILED, len(results)
         if any(r.outcome is not Outcome.OK for r in results):
@@ -464,8 +464,8 @@ class Daemon:
         engine: Engine,
         desired: Sequence[DesiredSession],
         results: Sequence[SessionResult],
-        plan: Plan,
     ) -> None:
+        """Backoff and session counts after a pass."""
         now = self.clock()
         for result in results:
             if result.outcome is Outcome.FAILED:

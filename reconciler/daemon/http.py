@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from reconciler.daemon.callbacks import (
 from reconciler.daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.triggers import Source, Trigger, TriggerQueue
-from reconciler.errors import UsageError
+from reconciler.errors import ReconcilerError, UsageError
 
 DEFAULT_LISTEN = "127.0.0.1:9430"
 READ_TIMEOUT_SECONDS = 10.0
@@ -81,6 +82,10 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+class DaemonError(ReconcilerError):
+    """The daemon cannot start (its address is taken)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +198,15 @@ class HttpServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, self._host, self._port)
+        try:
+            self._server = await asyncio.start_server(self._connection, self._host, self._port)
+        except OSError as error:
+            # asyncio's own message repeats the address; the errno's words are enough.
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            raise DaemonError(
+                f"cannot listen on {self._host}:{self._port}: {reason.lower()} "
+                "(set --listen or RECONCILER_LISTEN)"
+            ) from None
 
     async def close(self) -> None:
         if self._server is None:

@@ -20,12 +20,12 @@ from typing import Any
 
 from reconciler.core.model import DesiredSession, LiveSession, SessionRecord, StateMeta
 from reconciler.core.normalize import SensitivePaths
-from reconciler.core.plan import Guards, Plan, PlanMemo, make_plan
+from reconciler.core.plan import ActionKind, Guards, Plan, PlanMemo, make_plan
 from reconciler.core.selection import EVERY_SESSION, Selection
 from reconciler.engine.applier import Applier
 from reconciler.engine.calls import OnCall, ignore_calls
 from reconciler.engine.record_cache import CachingStore
-from reconciler.engine.results import ApplyReport, SessionResult
+from reconciler.engine.results import ApplyReport, Outcome, SessionResult
 from reconciler.providers.base import ProviderSpec, SessionProvider
 from reconciler.refresh import Refresher
 from reconciler.retrying import RetryPolicy, TokenBucket
@@ -202,7 +202,28 @@ class Engine:
         report = ApplyReport()
         if prepared.plan.changes and not prepared.plan.violations:
             report = await prepared.applier.execute(prepared.plan)
+            self._remember_started(prepared.plan, report)
         return RunResult(prepared.plan, prepared.recovered, report)
+
+    def _remember_started(self, plan: Plan, report: ApplyReport) -> None:
+        """A session this run started is recorded with its redacted spec text and
+        fingerprint: exactly what the memo would compute for it next time (same key, same
+        secrets), so the first plan after a pass of 10,000 starts does not redact them all
+        again. Only plain successful starts: a failed restart may leave the old record."""
+        started = {
+            result.name
+            for result in report.results
+            if result.outcome is Outcome.OK
+            and result.remark is None
+            and result.kind in (ActionKind.CREATE.value, ActionKind.REPLACE.value)
+        }
+        for action in plan.changes:
+            session = action.desired
+            if session is None or action.name not in started:
+                continue
+            record = self.cache.known(action.name)
+            if record is not None:
+                self._memo.texts[id(session)] = (session, record.spec_json, record.fingerprint)
 
     async def reconcile_once(
         self,

@@ -53,6 +53,11 @@ class CachingStore:
             self._listing = listed
         return listed
 
+    def known(self, name: str) -> SessionRecord | None:
+        """The cached record of `name` (None: not recorded, or nothing cached yet)."""
+        with self._mutex:
+            return None if self._records is None else self._records.get(name)
+
     def _wrote(self, change: RecordChange | None) -> None:
         with self._mutex:
             if self._records is None:
