@@ -77,6 +77,25 @@ RECONCILER_MAX_ATTEMPTS, RECONCILER_MAX_RETRY_SECONDS, RECONCILER_PLAN_MAX_AGE; 
 reference of the files must resolve.
 {SETTINGS}"""
 
+WATCH = f"""\
+{PATHS}
+
+Runs until SIGTERM or SIGINT; SIGHUP reconciles at once. While any file is invalid nothing at
+all is done (the last good set stays the truth). With PostgreSQL state any number of replicas
+may run: one leads, the others stand by. With SQLite state exactly one daemon runs.
+
+exit codes:
+  0    stopped by SIGTERM/SIGINT after the calls in flight finished (within --grace)
+  1    cannot start: unusable settings, the --listen address taken, a SQLite state held by
+       another daemon or apply (the holder is named)
+  2    usage error (unknown option, bad option value): nothing was read or called
+  130  a second signal: stopped at once (the journal is safe; the next run finishes it)
+
+settings read: everything apply reads, and RECONCILER_LISTEN,
+RECONCILER_VOLCENGINE__CALLBACK_SECRET and RECONCILER_ALIYUN__CALLBACK_TOKEN (without them,
+that cloud's callbacks are refused with 401).
+{SETTINGS}"""
+
 STATE = f"""\
 exit codes:
   0    done

@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from reconciler import cli_help
 from reconciler.option_types import non_negative_float
 from reconciler.probe_command import add_apply_options
 
@@ -23,6 +24,8 @@ def add_parser(commands: Any, guard_options: Callable[[argparse.ArgumentParser],
         description="Keep the declared sessions running: reconcile whenever a file changes, "
         "every --resync seconds (observing the cloud), on SIGHUP and on the clouds' event "
         "callbacks; serve /healthz, /readyz, /metrics, /status and the callbacks on --listen.",
+        epilog=cli_help.WATCH,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     watch.add_argument("paths", nargs="+", metavar="PATH")
     watch.add_argument(

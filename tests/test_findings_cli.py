@@ -205,6 +205,7 @@ PATH_TEXT = "Directories are walked\nrecursively in a stable (sorted) order; hid
         ),
         (["state"], ["settings read: RECONCILER_STATE", "1    error: no such record"]),
         (["emulator"], ["1    cannot listen", "RECONCILER_EMULATOR__PORT"]),
+        (["watch"], [PATH_TEXT, "0    stopped by SIGTERM/SIGINT", "RECONCILER_LISTEN"]),
         (["probe"], [PATH_TEXT, "1    an endpoint failed", "data: [DONE]"]),
         (["token"], ["0    the token was printed", "RECONCILER_VOLCENGINE__APP_KEY"]),
         (["token", "volcengine"], ["--no-publish", "RECONCILER_VOLCENGINE__APP_KEY"]),
@@ -221,7 +222,8 @@ def test_each_help_explains_paths_exit_codes_and_settings(
         assert text in done.stdout, f"{text!r} missing from:\n{done.stdout}"
     if command:
         assert "2    " in done.stdout and "usage error" in done.stdout
-    if command and command != ["emulator"]:  # Ctrl-C is how the emulator is stopped: exit 0
+    # Ctrl-C is how the emulator and the daemon are stopped: exit 0.
+    if command and command not in (["emulator"], ["watch"]):
         assert "130  interrupted (Ctrl-C)" in done.stdout
 
 
