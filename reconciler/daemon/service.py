@@ -23,7 +23,7 @@ from reconciler.daemon.controller import (
     WatchConfig,
 )
 from reconciler.daemon.http import parse_listen
-from reconciler.daemon.logging import configure_logging
+from reconciler.daemon.logging import Redactor, configure_logging
 from reconciler.engine.calls import CallEvent
 from reconciler.engine.reconcile import Engine
 from reconciler.engine.results import SessionResult
@@ -75,7 +75,7 @@ async def _run(
     settings: Settings,
     store: StateStore,
     leadership: Leadership,
-    redactor: Any,
+    redactor: Redactor,
 ) -> int:
     pool = ProviderPool(settings)
     sensitive = schema_set().sensitive
