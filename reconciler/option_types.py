@@ -57,6 +57,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def rate(text: str) -> float:
     """A probability: the share of calls a fault is injected into."""
     value = _finite(text)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reconciler import cli_help
-from reconciler.option_types import non_negative_float
+from reconciler.option_types import non_negative_float, positive_float
 from reconciler.probe_command import add_apply_options
 
 
@@ -30,7 +30,7 @@ def add_parser(commands: Any, guard_options: Callable[[argparse.ArgumentParser],
     watch.add_argument("paths", nargs="+", metavar="PATH")
     watch.add_argument(
         "--resync",
-        type=_positive,
+        type=positive_float,
         default=60.0,
         metavar="SECONDS",
         help="seconds between full passes that observe every record (default: 60)",
@@ -42,7 +42,7 @@ def add_parser(commands: Any, guard_options: Callable[[argparse.ArgumentParser],
     )
     watch.add_argument(
         "--lease",
-        type=_positive,
+        type=positive_float,
         default=15.0,
         metavar="SECONDS",
         help="PostgreSQL state: how soon a frozen or cut-off leader loses the lead (default: 15)",
@@ -62,13 +62,6 @@ def add_parser(commands: Any, guard_options: Callable[[argparse.ArgumentParser],
     )
     guard_options(watch)
     add_apply_options(watch)
-
-
-def _positive(text: str) -> float:
-    value = non_negative_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
 
 
 def watch(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,21 @@ from prometheus_client.parser import text_string_to_metric_families
 LEASE = "2"
 
 
+@dataclass
+class PgWorkspace(Workspace):
+    """A workspace whose state is a PostgreSQL schema of its own."""
+
+    pg_state: str = ""
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        return {**super().env(**overrides), "RECONCILER_STATE": self.pg_state}
+
+
 @pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
+def ws(tmp_path: Path) -> Iterator[PgWorkspace]:
     url = postgres_url()
     with throwaway_schema(url) as schema, emulator_server() as server:
-        workspace = Workspace(tmp_path, server)
-        workspace.pg_state = state_url(url, schema)  # type: ignore[attr-defined]
-        yield workspace
+        yield PgWorkspace(tmp_path, server, pg_state=state_url(url, schema))
 
 
 @pytest.fixture
@@ -35,8 +44,7 @@ def replicas(ws: Workspace) -> Iterator[list[WatchProcess]]:
 
 
 def replica(ws: Workspace, started: list[WatchProcess]) -> WatchProcess:
-    env = {**ws.env(), "RECONCILER_STATE": ws.pg_state}  # type: ignore[attr-defined]
-    daemon = WatchProcess([ws.manifests], env, ws.root, "--lease", LEASE)
+    daemon = WatchProcess([ws.manifests], ws.env(), ws.root, "--lease", LEASE)
     started.append(daemon)
     return daemon
 

@@ -34,8 +34,8 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -43,12 +43,11 @@ from reconciler.core.model import DesiredSession, SessionRecord
 from reconciler.core.plan import UNCHANGING, Guards, Plan
 from reconciler.core.timestamps import utc_timestamp
 from reconciler.daemon.backoff import SessionBackoff
-from reconciler.daemon.callbacks import CallbackHint
 from reconciler.daemon.heal import ended_by_callback, heals
-from reconciler.daemon.http import Endpoints, HttpServer
+from reconciler.daemon.http import Endpoints, HttpServer, trigger_on_end
 from reconciler.daemon.metrics import DaemonMetrics, HealSource, ReconcileResult
 from reconciler.daemon.snapshot import DesiredReader
-from reconciler.daemon.status import session_counts, session_statuses
+from reconciler.daemon.status import SessionStatus, session_counts, session_statuses
 from reconciler.daemon.triggers import Batch, Source, Trigger, TriggerQueue
 from reconciler.daemon.watcher import watch_files
 from reconciler.engine.calls import CallEvent
@@ -57,6 +56,9 @@ from reconciler.engine.results import Outcome, SessionResult
 from reconciler.errors import LockHeld, LockLost, ReconcilerError, SecretError, StateError
 from reconciler.state.base import LockHandle, StateStore
 from reconciler.state.fenced import FencedStore
+
+if TYPE_CHECKING:  # lease.py imports psycopg, which only PostgreSQL state needs
+    from reconciler.daemon.lease import LeaderLease
 
 FORCED_EXIT = 130
 LOSS_CHECK_SECONDS = 0.25
@@ -143,16 +145,15 @@ class SoleWriter:
 class LeaseLeadership:
     """PostgreSQL: the leader lease (daemon/lease.py)."""
 
-    def __init__(self, lease: Any) -> None:  # a LeaderLease; psycopg is imported only for it
+    def __init__(self, lease: LeaderLease) -> None:
         self._lease = lease
 
     @property
     def handle(self) -> LockHandle:
-        handle: LockHandle = self._lease
-        return handle
+        return self._lease
 
     def try_acquire(self) -> bool:
-        return bool(self._lease.try_acquire())
+        return self._lease.try_acquire()
 
     def release(self) -> None:
         self._lease.release()
@@ -162,7 +163,7 @@ class LeaseLeadership:
 
     def holder(self) -> str | None:
         holder = self._lease.holder
-        return None if holder is None else str(holder.describe())
+        return None if holder is None else holder.describe()
 
 
 # (the lock to verify, on_result, on_call) → the engine every pass of one leadership uses.
@@ -206,7 +207,6 @@ class Daemon:
         self.metrics = DaemonMetrics()
         self.backoff = SessionBackoff()
         self.leading = False
-        self.port: int | None = None
         self._stopping = asyncio.Event()
         self._watch_ready = asyncio.Event()
         self._pass_task: asyncio.Task[bool] | None = None
@@ -215,8 +215,8 @@ class Daemon:
         self._refusal: tuple[str, ...] = ()
         self._last: _LastPass | None = None
         self._records: list[SessionRecord] = []
-        self._counted: tuple[int, int] | None = None
-        self._counted_for: tuple[object, object] | None = None
+        # The desired set and record listing the session counts were last made from.
+        self._counted_for: tuple[Sequence[DesiredSession], list[SessionRecord]] | None = None
         self._standby_error: str | None = None
         self._retry_timer: asyncio.TimerHandle | None = None
         self._alive = True
@@ -230,7 +230,6 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         server = HttpServer(self._endpoints(), self.config.host, self.config.port)
         await server.start()
-        self.port = server.port
         _log.info("listening", host=self.config.host, port=server.port)
         background = [
             asyncio.create_task(
@@ -475,15 +474,20 @@ class Daemon:
         records = await asyncio.to_thread(engine.cache.cached_records)
         # A pass that changed nothing (the same desired set, the very same record listing,
         # nobody backing off) leaves the counts as they were: 10,000 statuses are not free.
-        unchanged = (id(desired), id(records))
-        if unchanged == self._counted and not results and not self.backoff.any():
+        counted = self._counted_for
+        if (
+            counted is not None
+            and counted[0] is desired
+            and counted[1] is records
+            and not results
+            and not self.backoff.any()
+        ):
             return
         self._records = records
         if self.backoff.any():
             self.backoff.forget_except({s.name for s in desired} | {r.name for r in records})
         self.metrics.set_sessions(session_counts(self._statuses(desired)))
-        self._counted = unchanged
-        self._counted_for = (desired, records)  # the ids above stay theirs
+        self._counted_for = (desired, records)
 
     def _schedule_retry(self) -> None:
         if self._retry_timer is not None:
@@ -543,7 +547,7 @@ class Daemon:
                 error=event.error,
             )
 
-    def _statuses(self, desired: Sequence[DesiredSession]) -> list[Any]:
+    def _statuses(self, desired: Sequence[DesiredSession]) -> list[SessionStatus]:
         now, wall = self.clock(), time.time()
         retries = {}
         for name in self.backoff.waiting(now):
@@ -571,7 +575,7 @@ class Daemon:
                 "triggers": last.triggers,
                 "actions": last.results,
             },
-            "sessions": [s.as_json() for s in self._statuses(desired)],
+            "sessions": [asdict(s) for s in self._statuses(desired)],
         }
 
     def _ready(self) -> tuple[bool, str]:
@@ -593,18 +597,11 @@ class Daemon:
             status=self.status,
             alive=lambda: self._alive,
             ready=self._ready,
-            on_hint=self._on_hint,
+            on_hint=trigger_on_end(self.queue),
             volcengine_secret=self.config.volcengine_callback_secret,
             aliyun_token=self.config.aliyun_callback_token,
             accepting=lambda: self.leading and not self._stopping.is_set(),
         )
-
-    def _on_hint(self, hint: CallbackHint) -> None:
-        """A verified callback: only an end asks for a look (at that session)."""
-        if hint.ended:
-            self.queue.post(
-                Trigger(Source.CALLBACK, hint.session, hint.provider, hint.identity, hint.at)
-            )
 
     # -- signals --------------------------------------------------------------------------
 

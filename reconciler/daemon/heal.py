@@ -21,9 +21,8 @@ from dataclasses import replace
 
 from reconciler.core.model import Liveness, Observation, SessionRecord
 from reconciler.core.plan import ActionKind, Plan
+from reconciler.daemon.callbacks import VOLCENGINE_TASK_STOP
 from reconciler.engine.results import Outcome, SessionResult
-
-CALLBACK_STATUS = "taskStop"
 
 
 def ended_by_callback(
@@ -45,7 +44,11 @@ def ended_by_callback(
         if record.observation is not None and record.observation.ended:
             continue
         observation = Observation(
-            Liveness.ENDED, CALLBACK_STATUS, now, ended_at=at, reason="the cloud's callback said so"
+            Liveness.ENDED,
+            VOLCENGINE_TASK_STOP,
+            now,
+            ended_at=at,
+            reason="the cloud's callback said so",
         )
         marked.append(replace(record, observation=observation))
     return marked

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from reconciler.core.model import DesiredSession, Liveness, SessionRecord
 from reconciler.daemon.backoff import Retry
@@ -32,17 +31,6 @@ class SessionStatus:
     last_error: str | None
     next_retry: str | None
     failures: int = 0
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "provider": self.provider,
-            "status": self.status,
-            "last_observed": self.last_observed,
-            "last_error": self.last_error,
-            "next_retry": self.next_retry,
-            "failures": self.failures,
-        }
 
 
 def session_statuses(

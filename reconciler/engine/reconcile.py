@@ -86,10 +86,12 @@ class Engine:
     on_call: OnCall = ignore_calls  # every provider request (metrics, logs)
     # What a long-lived engine (the daemon's) remembers between runs: the records (see
     # record_cache.py) and the last plan with its inputs (see _plan).
-    _planned: tuple[tuple[Any, ...], Plan] | None = field(default=None, init=False)
+    # (the desired set, the other inputs, the plan made from them)
+    _planned: tuple[Sequence[DesiredSession], tuple[Any, ...], Plan] | None = field(
+        default=None, init=False
+    )
     _memo: PlanMemo = field(default_factory=PlanMemo, init=False)
     _texts_for: tuple[bytes, dict[str, str]] | None = field(default=None, init=False)
-    _keep_alive: Sequence[DesiredSession] = field(default=(), init=False)
 
     def applier(self, secrets: Mapping[str, str], options: RunOptions) -> Applier:
         return Applier(
@@ -171,10 +173,10 @@ class Engine:
         no-change daemon pass does not plan 10,000 sessions again. Otherwise make_plan's memo
         (PlanMemo: each unchanged session's redacted spec and its comparison with an unchanged
         record) is used, for as long as the key and secrets stay the same."""
-        inputs = (id(desired), meta.lineage, meta.serial, dict(secrets), options, tuple(live))
+        inputs = (meta.lineage, meta.serial, dict(secrets), options, tuple(live))
         planned = self._planned
-        if planned is not None and planned[0] == inputs:
-            return replace(planned[1], created_at=self.now())
+        if planned is not None and planned[0] is desired and planned[1] == inputs:
+            return replace(planned[2], created_at=self.now())
         texts_for = (meta.fingerprint_key, dict(secrets))
         if self._texts_for != texts_for:
             self._memo.clear()
@@ -193,8 +195,7 @@ class Engine:
             live=live,
             memo=self._memo,
         )
-        self._planned = (inputs, plan)
-        self._keep_alive = desired  # its id is part of the inputs: it must not be reused
+        self._planned = (desired, inputs, plan)
         return plan
 
     async def execute(self, prepared: Prepared) -> RunResult:

@@ -12,19 +12,22 @@ the next run list everything again. A write that fails leaves the cache unknown 
 from __future__ import annotations
 
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
-from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta
-from reconciler.errors import LockHolder
-from reconciler.state.base import LockHandle, RecordChange, StateStore
+from reconciler.core.model import JournalOp, SessionRecord
+from reconciler.state.base import RecordChange, StateStore
+from reconciler.state.wrapped import WrappedStore
+
+T = TypeVar("T")
 
 
-class CachingStore:
+class CachingStore(WrappedStore):
     """`store`, with its records remembered and kept up to date by the writes made here."""
 
     def __init__(self, store: StateStore) -> None:
-        self._store = store
-        self.location = store.location
+        super().__init__(store)
         self._mutex = threading.Lock()  # writes come from worker threads
         self._records: dict[str, SessionRecord] | None = None
         self._serial: int | None = None  # the serial the cache is known to match
@@ -74,68 +77,32 @@ class CachingStore:
         with self._mutex:
             self._records, self._serial, self._listing = None, None, None
 
-    # -- StateStore -----------------------------------------------------------------------
-
-    def meta(self) -> StateMeta:
-        return self._store.meta()
-
-    def list_records(self) -> list[SessionRecord]:
-        return self._store.list_records()
-
-    def get_record(self, name: str) -> SessionRecord | None:
-        return self._store.get_record(name)
+    # -- the writes, each applied to the cache once the store took it ---------------------
 
     def put_record(self, record: SessionRecord) -> None:
-        try:
-            self._store.put_record(record)
-        except BaseException:
-            self._lost_track()
-            raise
-        self._wrote(RecordChange(put=record))
+        self._tracked(partial(super().put_record, record), RecordChange(put=record))
 
     def delete_record(self, name: str) -> bool:
-        try:
-            deleted = self._store.delete_record(name)
-        except BaseException:
-            self._lost_track()
-            raise
-        self._wrote(RecordChange(delete=name))
-        return deleted
+        return self._tracked(partial(super().delete_record, name), RecordChange(delete=name))
 
     def rename_record(self, old: str, new: str) -> None:
         self._lost_track()  # rare (state mv): simply list again
-        self._store.rename_record(old, new)
+        super().rename_record(old, new)
 
     def begin_intent(
         self, name: str, op: JournalOp, provider: str, identity: str, payload_json: str
     ) -> int:
-        try:
-            entry = self._store.begin_intent(name, op, provider, identity, payload_json)
-        except BaseException:
-            self._lost_track()
-            raise
-        self._wrote(None)
-        return entry
+        begin = partial(super().begin_intent, name, op, provider, identity, payload_json)
+        return self._tracked(begin, None)
 
     def finish_intent(self, entry_id: int, outcome: str, change: RecordChange | None) -> None:
+        self._tracked(partial(super().finish_intent, entry_id, outcome, change), change)
+
+    def _tracked(self, write: Callable[[], T], change: RecordChange | None) -> T:
         try:
-            self._store.finish_intent(entry_id, outcome, change)
+            result = write()
         except BaseException:
             self._lost_track()
             raise
         self._wrote(change)
-
-    def pending_intents(self) -> list[JournalEntry]:
-        return self._store.pending_intents()
-
-    def recent_journal(self, limit: int) -> list[JournalEntry]:
-        return self._store.recent_journal(limit)
-
-    def lock(self, command: str) -> AbstractContextManager[LockHandle]:
-        return self._store.lock(command)
-
-    def lock_holder(self) -> LockHolder | None:
-        return self._store.lock_holder()
-
-    def close(self) -> None:
-        self._store.close()
+        return result

@@ -7,63 +7,36 @@ new holder is recovering. Reads pass through unchecked; they cannot hurt anyone.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
-from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta
-from reconciler.errors import LockHolder
+from reconciler.core.model import JournalOp, SessionRecord
 from reconciler.state.base import LockHandle, RecordChange, StateStore
+from reconciler.state.wrapped import WrappedStore
 
 
-class FencedStore:
+class FencedStore(WrappedStore):
     """`store`, with `held.verify()` (raising LockLost) before each write."""
 
     def __init__(self, store: StateStore, held: LockHandle) -> None:
-        self._store = store
+        super().__init__(store)
         self._held = held
-        self.location = store.location
-
-    def meta(self) -> StateMeta:
-        return self._store.meta()
-
-    def list_records(self) -> list[SessionRecord]:
-        return self._store.list_records()
-
-    def get_record(self, name: str) -> SessionRecord | None:
-        return self._store.get_record(name)
 
     def put_record(self, record: SessionRecord) -> None:
         self._held.verify()
-        self._store.put_record(record)
+        super().put_record(record)
 
     def delete_record(self, name: str) -> bool:
         self._held.verify()
-        return self._store.delete_record(name)
+        return super().delete_record(name)
 
     def rename_record(self, old: str, new: str) -> None:
         self._held.verify()
-        self._store.rename_record(old, new)
+        super().rename_record(old, new)
 
     def begin_intent(
         self, name: str, op: JournalOp, provider: str, identity: str, payload_json: str
     ) -> int:
         self._held.verify()
-        return self._store.begin_intent(name, op, provider, identity, payload_json)
+        return super().begin_intent(name, op, provider, identity, payload_json)
 
     def finish_intent(self, entry_id: int, outcome: str, change: RecordChange | None) -> None:
         self._held.verify()
-        self._store.finish_intent(entry_id, outcome, change)
-
-    def pending_intents(self) -> list[JournalEntry]:
-        return self._store.pending_intents()
-
-    def recent_journal(self, limit: int) -> list[JournalEntry]:
-        return self._store.recent_journal(limit)
-
-    def lock(self, command: str) -> AbstractContextManager[LockHandle]:
-        return self._store.lock(command)
-
-    def lock_holder(self) -> LockHolder | None:
-        return self._store.lock_holder()
-
-    def close(self) -> None:
-        self._store.close()
+        super().finish_intent(entry_id, outcome, change)
