@@ -20,6 +20,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping, Set
+from json.encoder import encode_basestring
 from typing import Any
 
 from reconciler.core.secrets import escape_token, is_reference, lookup
@@ -91,6 +92,7 @@ class Redactor:
         self.digests = {reference: _keyed_hash(key, value) for reference, value in secrets.items()}
         self._literals: dict[str, str] = {}
         self._memo: dict[tuple[int, tuple[str, ...], bool], Any] = {}
+        self._texts: dict[tuple[int, tuple[str, ...], bool], str] = {}
         # The memo is keyed by id(): keep every memoised node alive so no id is reused.
         self._kept: list[Any] = []
         # For each object path, which of its keys are sensitive: no tuple is built per leaf.
@@ -140,8 +142,70 @@ class Redactor:
             return self.marker(canonical_json(node))
         return node
 
+    def text(self, spec: Any) -> str:
+        """`canonical_json(self.redact(spec))`, built without the redacted tree: the canonical
+        text of an object is its sorted members' texts joined, so a subtree shared by many
+        specs is redacted and encoded once, and each spec pays only for what is its own."""
+        return self._text(spec, (), False)
+
+    def _text(self, node: Any, path: tuple[str, ...], sensitive: bool) -> str:
+        kind = type(node)
+        if kind is str:
+            if sensitive or (node.startswith("${") and is_reference(node)):
+                return encode_basestring(self.marker(node))
+            return encode_basestring(node)
+        if kind is not dict and kind is not list:
+            if sensitive and node is not None:
+                return encode_basestring(self.marker(canonical_json(node)))
+            return _scalar_text(node)
+        memo_key = (id(node), path, sensitive)
+        cached = self._texts.get(memo_key)
+        if cached:
+            return cached
+        if kind is dict:
+            marked = self._sensitive_keys.get(path, frozenset())
+            members = []
+            for key in sorted(node):
+                value = node[key]
+                value_kind = type(value)
+                if key in marked or value_kind is dict or value_kind is list:
+                    member = self._text(value, (*path, key), key in marked)
+                elif value_kind is str and not value.startswith("${"):
+                    member = encode_basestring(value)  # the common cases, without a call
+                elif value_kind is not str:
+                    member = _scalar_text(value)
+                else:
+                    member = self._text(value, (*path, key), key in marked)
+                members.append(f"{encode_basestring(key)}:{member}")
+            result = "{" + ",".join(members) + "}"
+        else:
+            child = (*path, "*")
+            inner = sensitive or child in self.paths
+            result = "[" + ",".join([self._text(value, child, inner) for value in node]) + "]"
+        # Kept from the second sight on ("" marks the first): the text of a subtree that one
+        # spec alone holds (the merged part of each session) would only cost memory.
+        if cached is None:
+            self._texts[memo_key] = ""
+            self._kept.append(node)
+        else:
+            self._texts[memo_key] = result
+        return result
+
 
 _MISSING = object()
+_LITERALS: dict[Any, str] = {True: "true", False: "false", None: "null"}
+
+
+def _scalar_text(value: Any) -> str:
+    """A number, boolean or null as `json.dumps` writes it (ints and floats by their repr)."""
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        return float.__repr__(value)
+    if kind is bool or value is None:
+        return _LITERALS[value]
+    return canonical_json(value)
 
 
 def redact(spec: Any, paths: SensitivePaths, key: bytes, secrets: Mapping[str, str]) -> Any:

@@ -33,7 +33,6 @@ from reconciler.core.model import (
 from reconciler.core.normalize import (
     Redactor,
     SensitivePaths,
-    canonical_json,
     changed_paths,
     is_marker,
     relaxed,
@@ -459,8 +458,7 @@ def _config_changes(
     known = memo.texts.get(id(session)) if memo is not None else None
     if known is not None and known[0] is session and known[2] == record.fingerprint:
         return None
-    redacted = redactor.redact(session.spec)
-    text = canonical_json(redacted)
+    text = redactor.text(session.spec)
     if memo is not None:
         memo.texts[id(session)] = (session, text, text_fingerprint(text))
     recorded_text = record.spec_json
@@ -472,7 +470,7 @@ def _config_changes(
         changed = text != recorded_text
     if not changed:
         return None
-    old = json.loads(recorded_text)
+    old, redacted = json.loads(recorded_text), json.loads(text)
     paths = tuple(changed_paths(old, redacted))
     secret_paths = tuple(
         p for p in paths if is_marker(value_at(old, p)) or is_marker(value_at(redacted, p))
