@@ -17,6 +17,7 @@ from reconciler import (
     token_command,
     watch_command,
 )
+from reconciler.collector import collection_paused
 from reconciler.core.selection import Requirement, SelectorError, parse_selector
 from reconciler.errors import ReconcilerError, UsageError, ValidationFailed
 from reconciler.option_types import boolean, non_negative_float, non_negative_int, port, rate
@@ -381,11 +382,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         from reconciler.commands import validate
 
-        return validate(args.paths, args.format)
+        with collection_paused():
+            return validate(args.paths, args.format)
     if args.command == "plan":
         from reconciler.commands import plan
 
-        return plan(args)
+        # A plan builds its data once and exits: no cyclic collection (see collector.py).
+        with collection_paused():
+            return plan(args)
     if args.command == "apply":
         from reconciler.apply_command import apply
 

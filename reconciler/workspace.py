@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from functools import cache
 
+from reconciler.collector import collection_paused
 from reconciler.core.model import DesiredSession
 from reconciler.core.schema_set import SchemaSet, build_schema_set
 from reconciler.core.secret_uses import describe_location, reference_uses
@@ -27,8 +28,9 @@ def schema_set() -> SchemaSet:
 
 def load_desired(paths: Sequence[str]) -> tuple[DesiredSession, ...]:
     """Read and validate every file; raise ValidationFailed with every problem at once."""
-    documents, unreadable = read_documents(list(paths))
-    result = validate_documents(documents, schema_set(), provider_rules())
+    with collection_paused():
+        documents, unreadable = read_documents(list(paths))
+        result = validate_documents(documents, schema_set(), provider_rules())
     if unreadable or not result.ok:
         raise ValidationFailed([*unreadable, *result.problems])
     return result.sessions

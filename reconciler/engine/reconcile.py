@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reconciler.collector import collection_paused
 from reconciler.core.model import DesiredSession, LiveSession, SessionRecord, StateMeta
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import ActionKind, Guards, Plan, PlanMemo, make_plan
@@ -181,7 +182,21 @@ class Engine:
         if self._texts_for != texts_for:
             self._memo.clear()
             self._texts_for = texts_for
-        plan = make_plan(
+        with collection_paused():
+            plan = self._make_plan(desired, records, meta, secrets, options, live)
+        self._planned = (desired, inputs, plan)
+        return plan
+
+    def _make_plan(
+        self,
+        desired: Sequence[DesiredSession],
+        records: Sequence[SessionRecord],
+        meta: StateMeta,
+        secrets: Mapping[str, str],
+        options: RunOptions,
+        live: Sequence[LiveSession],
+    ) -> Plan:
+        return make_plan(
             desired,
             records,
             meta,
@@ -195,8 +210,6 @@ class Engine:
             live=live,
             memo=self._memo,
         )
-        self._planned = (desired, inputs, plan)
-        return plan
 
     async def execute(self, prepared: Prepared) -> RunResult:
         """The plan's calls; nothing when a guard refused the plan or nothing changes."""
