@@ -10,6 +10,7 @@ provider's own calls use for it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,7 @@ class ProviderRules:
         return tuple((pointer, _value_at(spec, pointer)) for pointer in self.identity_fields)
 
     def identity(self, spec: Mapping[str, Any]) -> str:
-        return "/".join(_text(value) for _, value in self.identity_values(spec))
+        return identity_text(self.identity_values(spec))
 
     def identity_ids(self, spec: Mapping[str, Any]) -> dict[str, str]:
         return {_last(pointer): _text(value) for pointer, value in self.identity_values(spec)}
@@ -76,11 +77,22 @@ class ProviderRules:
 
 def _value_at(spec: Mapping[str, Any], pointer: str) -> Any:
     node: Any = spec
-    for token in split_pointer(pointer):
-        if not isinstance(node, Mapping) or token not in node:
+    for token in _tokens(pointer):
+        if not (type(node) is dict or isinstance(node, Mapping)) or token not in node:
             return None
         node = node[token]
     return node
+
+
+@functools.cache
+def _tokens(pointer: str) -> tuple[str, ...]:
+    """A rule's pointer split once: every session's identity is read through the same few."""
+    return tuple(split_pointer(pointer))
+
+
+def identity_text(values: tuple[tuple[str, Any], ...]) -> str:
+    """The identity `identity_values` gave, as records and messages spell it."""
+    return "/".join(_text(value) for _, value in values)
 
 
 def _last(pointer: str) -> str:

@@ -157,14 +157,12 @@ class ReferenceScanner:
     def __init__(self) -> None:
         self._memo: dict[int, tuple[frozenset[str], bool]] = {}
         self._kept: list[Any] = []  # memoised by id(): keep the nodes alive
+        # Strings holding a `$`, by value: the same reference recurs in every session.
+        self._strings: dict[str, tuple[frozenset[str], bool]] = {}
 
     def scan(self, node: Any) -> tuple[frozenset[str], bool]:
         if isinstance(node, str):
-            if "$" not in node:
-                return _NOTHING, False
-            if is_reference(node):
-                return frozenset((node,)), False
-            return _NOTHING, reference_problem(node) is not None
+            return self._string(node) if "$" in node else (_NOTHING, False)
         if not isinstance(node, dict | list):
             return _NOTHING, False
         cached = self._memo.get(id(node))
@@ -172,13 +170,27 @@ class ReferenceScanner:
             return cached
         found: set[str] = set()
         malformed = False
-        for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, str) and "$" not in child:
-                continue
-            references, bad = self.scan(child)
+        for child in node.values() if type(node) is dict else node:
+            kind = type(child)
+            if kind is str:
+                if "$" not in child:
+                    continue
+                references, bad = self._strings.get(child) or self._string(child)
+            elif kind is dict or kind is list:
+                references, bad = self._memo.get(id(child)) or self.scan(child)
+            else:
+                continue  # a number, a boolean or null holds no reference
             found.update(references)
             malformed = malformed or bad
         result = (frozenset(found) if found else _NOTHING, malformed)
         self._memo[id(node)] = result
         self._kept.append(node)
+        return result
+
+    def _string(self, text: str) -> tuple[frozenset[str], bool]:
+        if is_reference(text):
+            result = frozenset((text,)), False
+        else:
+            result = _NOTHING, reference_problem(text) is not None
+        self._strings[text] = result
         return result

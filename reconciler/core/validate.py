@@ -18,7 +18,7 @@ from reconciler.core.load import Document
 from reconciler.core.messages import schema_message, spelled
 from reconciler.core.model import Announcement, DesiredSession, Location
 from reconciler.core.normalize import SensitivePaths
-from reconciler.core.providers import ProviderRules
+from reconciler.core.providers import ProviderRules, identity_text
 from reconciler.core.schema_set import SchemaSet
 from reconciler.core.secrets import (
     ReferenceScanner,
@@ -70,10 +70,12 @@ def validate_documents(
 
 def deep_merge(base: Any, override: Any) -> Any:
     """Objects merge key by key (the override wins); anything else is replaced whole."""
-    if isinstance(base, dict) and isinstance(override, dict):
+    if type(base) is dict and type(override) is dict:
         merged = dict(base)
         for key, value in override.items():
-            merged[key] = deep_merge(base[key], value) if key in base else value
+            if type(value) is dict and key in base:
+                value = deep_merge(base[key], value)
+            merged[key] = value
         return merged
     return override
 
@@ -153,7 +155,10 @@ def _validate_session(
             problems.append(_relocated(document, problem, place))
     references, malformed = scanner.scan(spec)
     sensitive = schemas.sensitive.get(provider, frozenset())
-    for relative, message in _spec_rules(rules[provider], spec, malformed, sensitive):
+    identity_values = rules[provider].identity_values(spec)
+    for relative, message in _spec_rules(
+        rules[provider], spec, identity_values, malformed, sensitive
+    ):
         problems.append(_problem(document, place("/spec" + relative), message))
     announcements, announcement_problems = _announcements(
         effective.get("announcements", []), rules[provider]
@@ -168,7 +173,7 @@ def _validate_session(
         DesiredSession(
             name=str(effective.get("name", "")),
             provider=provider,
-            identity=rules[provider].identity(spec),
+            identity=identity_text(identity_values),
             spec=spec,
             labels=dict(labels) if isinstance(labels, dict) else {},
             protect=bool(effective.get("protect", False)),
@@ -184,14 +189,18 @@ def _validate_session(
 
 
 def _spec_rules(
-    rules: ProviderRules, spec: Mapping[str, Any], malformed: bool, sensitive: SensitivePaths
+    rules: ProviderRules,
+    spec: Mapping[str, Any],
+    identity_values: Iterable[tuple[str, Any]],
+    malformed: bool,
+    sensitive: SensitivePaths,
 ) -> Iterable[tuple[str, str]]:
     """Rules JSON Schema cannot express, as (pointer within spec, message)."""
     for pointer, text in iter_strings(spec) if malformed else ():
         problem = reference_problem(text, sensitive=_is_sensitive(pointer, sensitive))
         if problem is not None:
             yield pointer, problem
-    for pointer, value in rules.identity_values(spec):
+    for pointer, value in identity_values:
         if is_reference(value):
             field = split_pointer(pointer)[-1]
             yield pointer, f"{field} cannot be a secret reference: it identifies the {rules.noun}"
