@@ -4,8 +4,27 @@ document, so SQLite and PostgreSQL answer with identical strings."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from reconciler.core.model import Liveness, Observation
+from reconciler.core.model import Liveness, Observation, Status
+
+_STATUSES = {status.value: status for status in Status}
+
+
+def status_of(text: str) -> Status:
+    """The status a column holds; ValueError on anything else."""
+    return _STATUSES.get(text) or Status(text)
+
+
+def json_column(text: str) -> Any:
+    """A JSON column's value; ValueError on malformed text. Most records hold no provider ids
+    yet, no delivered announcements or no labels: those texts need no parse (a listing of
+    thousands of records would make three parses per record)."""
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return json.loads(text)
 
 
 def observation_text(observation: Observation | None) -> str | None:

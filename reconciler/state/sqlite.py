@@ -25,7 +25,7 @@ from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateM
 from reconciler.errors import LockHolder, StateError, StateMissing
 from reconciler.state.base import RecordChange, rename_refusal
 from reconciler.state.filelock import FileLock, FileLockHandle, open_private
-from reconciler.state.rows import observation_of, observation_text
+from reconciler.state.rows import json_column, observation_of, observation_text, status_of
 
 # "RCNL": marks the file as ours, so a foreign SQLite database is refused rather than migrated.
 APPLICATION_ID = 0x52434E4C
@@ -386,29 +386,48 @@ class SqliteStateStore:
         return _iso(self._clock())
 
     def _record(self, row: sqlite3.Row) -> SessionRecord:
+        # Unpacked by position, the columns in _RECORD_COLUMNS' order: a listing of thousands
+        # of records pays for each name lookup otherwise.
+        (
+            name,
+            provider,
+            identity,
+            fingerprint,
+            spec_json,
+            status,
+            provider_ids,
+            announcements_delivered,
+            protect,
+            labels,
+            created_at,
+            updated_at,
+            last_error,
+            source,
+            attempt,
+            observation,
+        ) = row
         try:
             return SessionRecord(
-                name=row["name"],
-                provider=row["provider"],
-                identity=row["identity"],
-                fingerprint=row["fingerprint"],
-                spec_json=row["spec_json"],
-                status=Status(row["status"]),
-                provider_ids=_string_map(json.loads(row["provider_ids"])),
+                name=name,
+                provider=provider,
+                identity=identity,
+                fingerprint=fingerprint,
+                spec_json=spec_json,
+                status=status_of(status),
+                provider_ids=_string_map(json_column(provider_ids)),
                 announcements_delivered=tuple(
-                    str(item) for item in json.loads(row["announcements_delivered"])
+                    str(item) for item in json_column(announcements_delivered)
                 ),
-                protect=bool(row["protect"]),
-                labels=_string_map(json.loads(row["labels"])),
-                created_at=row["created_at"],
-                updated_at=row["updated_at"],
-                last_error=row["last_error"],
-                source=row["source"],
-                attempt=row["attempt"],
-                observation=observation_of(row["observation"]),
+                protect=bool(protect),
+                labels=_string_map(json_column(labels)),
+                created_at=created_at,
+                updated_at=updated_at,
+                last_error=last_error,
+                source=source,
+                attempt=attempt,
+                observation=observation_of(observation),
             )
         except (ValueError, TypeError) as exc:
-            name = row["name"]
             raise StateError(f"state at {self.path}: record {name!r} is corrupt: {exc}") from exc
 
     def _entry(self, row: sqlite3.Row) -> JournalEntry:
