@@ -24,7 +24,7 @@ from reconciler.commands import guards_from, selection_from
 from reconciler.core.model import DesiredSession
 from reconciler.core.plan import Plan
 from reconciler.core.plan_signature import has_valid_mac
-from reconciler.core.render import render_text
+from reconciler.core.render import text_chunks
 from reconciler.core.saved import (
     foreign_lineage,
     is_saved_plan,
@@ -179,7 +179,7 @@ async def _execute(
 ) -> int:
     as_json = args.format == "json"
     if not as_json:
-        sys.stdout.write(render_text(plan, applier.sensitive))
+        sys.stdout.writelines(text_chunks(plan, applier.sensitive))
     if plan.violations:
         if as_json:
             _finish(args, plan, applier, recovered, ApplyReport(), reporter, exit_codes.ERROR)

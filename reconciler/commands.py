@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from reconciler import exit_codes
 from reconciler.core.model import DesiredSession, JournalEntry, LiveSession, SessionRecord
 from reconciler.core.plan import Guards, Plan, make_plan
-from reconciler.core.render import render_json, render_text
+from reconciler.core.render import render_json, text_chunks
 from reconciler.core.selection import Selection, selection_of
 from reconciler.errors import (
     ReconcilerError,
@@ -195,7 +195,7 @@ def plan(args: argparse.Namespace) -> int:
 
         sys.stdout.write(render_markdown(result, sensitive, artifact=args.out))
     else:
-        sys.stdout.write(render_text(result, sensitive))
+        sys.stdout.writelines(text_chunks(result, sensitive))
     if result.violations:
         if args.out:
             print(f"error: a refused plan is not saved to {args.out}", file=sys.stderr)

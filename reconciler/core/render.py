@@ -6,8 +6,10 @@ the reference text (it names where the secret lives, not what it is).
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.model import DesiredSession, Observation, SessionRecord
@@ -66,26 +68,32 @@ def _kept_clause(plan: Plan) -> str:
 
 
 def render_text(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> str:
-    lines: list[str] = []
+    return "".join(text_chunks(plan, sensitive))
+
+
+def text_chunks(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> Iterator[str]:
+    """The text plan, one action at a time: a plan of 10,000 creates is ~25 MB of text, which
+    the caller writes as it comes instead of holding it whole (twice, while it is joined)."""
     changes = plan.changes
-    memo: SpecLinesMemo = {}
+    memo = SpecLinesMemo()
     if changes:
-        lines.append("reconciler will perform these actions:")
-        lines.append("")
+        yield "reconciler will perform these actions:\n\n"
         for action in changes:
-            lines.extend(_action_lines(action))
+            lines = _action_lines(action)
             lines.extend(f"      {line}" for line in spec_lines(action, sensitive, memo))
             lines.append("")
+            yield "\n".join(lines) + "\n"
+    tail: list[str] = []
     for action in plan.kept:
-        lines.extend(_action_lines(action))
-        lines.append("")
+        tail.extend(_action_lines(action))
+        tail.append("")
     for note in plan.notes:
-        lines.append(f"Note: {note}")
+        tail.append(f"Note: {note}")
     if plan.violations:
-        lines.append("Refused: this plan must not be applied:")
-        lines.extend(f"  - {violation}" for violation in plan.violations)
-    lines.append(summary_line(plan))
-    return "\n".join(lines) + "\n"
+        tail.append("Refused: this plan must not be applied:")
+        tail.extend(f"  - {violation}" for violation in plan.violations)
+    tail.append(summary_line(plan))
+    yield "\n".join(tail) + "\n"
 
 
 def _action_lines(action: Action) -> list[str]:
@@ -112,7 +120,15 @@ def not_played_line(action: Action) -> str:
     return f"> not played: {ids} (the restart starts a new conversation)"
 
 
-SpecLinesMemo = dict[tuple[int, str, bool, int], list[str]]
+@dataclass(slots=True)
+class SpecLinesMemo:
+    """What one rendering remembers across its creates: the lines of each subtree several specs
+    share, at its pointer, and each leaf's line by (pointer, type, value): a merged object
+    (defaults under one session's overrides) is that session's own, but most of its leaves are
+    the same in every session."""
+
+    subtrees: dict[tuple[int, str, bool, int], list[str]] = field(default_factory=dict)
+    leaves: dict[tuple[str, type, Any], str] = field(default_factory=dict)
 
 
 def spec_lines(
@@ -129,7 +145,10 @@ def spec_lines(
         return []
     paths = sensitive.get(action.provider, frozenset())
     lines: list[str] = []
-    shared: SpecLinesMemo = {} if memo is None else memo
+    known = SpecLinesMemo() if memo is None else memo
+    shared, leaves = known.subtrees, known.leaves
+
+    marked = _sensitive_keys(paths)
 
     def walk(node: Any, path: tuple[str, ...], pointer: str, secret: bool) -> None:
         if isinstance(node, dict) and node:
@@ -139,19 +158,28 @@ def spec_lines(
                 lines.extend(done)
                 return
             start = len(lines)
+            keys = marked.get(path, _NO_KEYS)
             for key, value in node.items():
-                child = (*path, key)
-                walk(value, child, f"{pointer}/{escape_token(key)}", secret or child in paths)
+                child = f"{pointer}/{escape_token(key)}"
+                inner = secret or key in keys
+                kind = type(value)
+                if kind is dict or kind is list:
+                    walk(value, (*path, key), child, inner)
+                elif inner and value is not None and not is_reference(value):
+                    lines.append(f"+ {child}: {MASK}")
+                else:  # a leaf, without a call of walk: most of a spec's nodes are leaves
+                    lines.append(_leaf_line(child, value, leaves))
             # Kept from the second sight on: a subtree of one session alone costs no copy.
             shared[key_of] = lines[start:] if done is not None else []
         elif isinstance(node, list) and node:
-            child = (*path, "*")
+            child_path = (*path, "*")
+            inner = secret or child_path in paths
             for index, value in enumerate(node):
-                walk(value, child, f"{pointer}/{index}", secret or child in paths)
+                walk(value, child_path, f"{pointer}/{index}", inner)
         elif secret and node is not None and not is_reference(node):
             lines.append(f"+ {pointer}: {MASK}")
         else:
-            lines.append(f"+ {pointer}: {_compact(node)}")
+            lines.append(_leaf_line(pointer, node, leaves))
 
     walk(action.desired.spec, (), "", False)
     return lines
@@ -166,6 +194,36 @@ def describe_change(change: FieldChange) -> str:
     if change.after is None:
         return f"{_compact(before)} (removed)"
     return f"{_compact(before)} → {_compact(after)}"
+
+
+_LEAF_LINES_KEPT = 4096
+_NO_KEYS: frozenset[str] = frozenset()
+
+
+@functools.cache
+def _sensitive_keys(paths: SensitivePaths) -> dict[tuple[str, ...], frozenset[str]]:
+    """For each object path, which of its keys the sensitive paths name."""
+    keys: dict[tuple[str, ...], set[str]] = {}
+    for path in paths:
+        if path:
+            keys.setdefault(path[:-1], set()).add(path[-1])
+    return {parent: frozenset(names) for parent, names in keys.items()}
+
+
+def _leaf_line(pointer: str, value: Any, known: dict[tuple[str, type, Any], str]) -> str:
+    kind = type(value)
+    # (-0.0 equals 0.0 as a key, but prints differently: floats of zero are not kept.)
+    if kind is str or kind is int or kind is bool or (kind is float and value != 0.0):
+        key = (pointer, kind, value)
+        line = known.get(key)
+        if line is None:
+            line = f"+ {pointer}: {_compact(value)}"
+            # Bounded: the leaves that recur are met in the first sessions already; the many
+            # that each session alone holds (its RoomId) must not fill the memory.
+            if len(known) < _LEAF_LINES_KEPT:
+                known[key] = line
+        return line
+    return f"+ {pointer}: {_compact(value)}"
 
 
 def _compact(value: Any) -> str:
