@@ -93,6 +93,7 @@ class Redactor:
         self._literals: dict[str, str] = {}
         self._memo: dict[tuple[int, tuple[str, ...], bool], Any] = {}
         self._texts: dict[tuple[int, tuple[str, ...], bool], str] = {}
+        self._seen: dict[tuple[tuple[str, ...], bool], dict[int, None]] = {}
         # The memo is keyed by id(): keep every memoised node alive so no id is reused.
         self._kept: list[Any] = []
         # For each object path, which of its keys are sensitive: no tuple is built per leaf.
@@ -160,7 +161,7 @@ class Redactor:
             return _scalar_text(node)
         memo_key = (id(node), path, sensitive)
         cached = self._texts.get(memo_key)
-        if cached:
+        if cached is not None:
             return cached
         if kind is dict:
             marked = self._sensitive_keys.get(path, frozenset())
@@ -182,17 +183,25 @@ class Redactor:
             child = (*path, "*")
             inner = sensitive or child in self.paths
             result = "[" + ",".join([self._text(value, child, inner) for value in node]) + "]"
-        # Kept from the second sight on ("" marks the first): the text of a subtree that one
-        # spec alone holds (the merged part of each session) would only cost memory.
-        if cached is None:
-            self._texts[memo_key] = ""
+        # Kept from the second sight on: the text of a subtree one spec alone holds (the
+        # merged part of each session, or every node of a session spelled out whole) would
+        # only cost memory. What was seen is a bounded set per place (see _SEEN_PER_PLACE).
+        seen = self._seen.setdefault((path, sensitive), {})
+        if id(node) in seen:
+            self._texts[memo_key] = result
             self._kept.append(node)
         else:
-            self._texts[memo_key] = result
+            seen[id(node)] = None
+            if len(seen) > _SEEN_PER_PLACE:
+                del seen[next(iter(seen))]
         return result
 
 
 _MISSING = object()
+# How many subtrees a Redactor remembers having seen at each place of a spec (the most recent
+# ones): a subtree of a file's defaults recurs in every session of that file, so its text is
+# remembered on its second sight even when up to this many files' sessions are interleaved.
+_SEEN_PER_PLACE = 64
 _LITERALS: dict[Any, str] = {True: "true", False: "false", None: "null"}
 
 

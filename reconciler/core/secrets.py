@@ -152,11 +152,16 @@ _NOTHING: frozenset[str] = frozenset()
 class ReferenceScanner:
     """Finds the references in many specs, scanning a subtree shared by several of them (what
     file `defaults` leave unchanged) only once. `scan` answers the references found and whether
-    some string is a mistaken attempt at a reference (a typo to report)."""
+    some string is a mistaken attempt at a reference (a typo to report).
+
+    Only the subtrees registered with `share` are remembered: a session's own nodes are met
+    once, and remembering each of them would only cost memory (a file of sessions spelled out
+    whole, without defaults, has ~60 of them per session)."""
 
     def __init__(self) -> None:
         self._memo: dict[int, tuple[frozenset[str], bool]] = {}
-        self._kept: list[Any] = []  # memoised by id(): keep the nodes alive
+        self._shared: set[int] = set()
+        self._kept: list[Any] = []  # registered and memoised by id(): keep the nodes alive
         # Strings holding a `$`, by value: the same reference recurs in every session.
         self._strings: dict[str, tuple[frozenset[str], bool]] = {}
 
@@ -183,9 +188,19 @@ class ReferenceScanner:
             found.update(references)
             malformed = malformed or bad
         result = (frozenset(found) if found else _NOTHING, malformed)
-        self._memo[id(node)] = result
-        self._kept.append(node)
+        if id(node) in self._shared:
+            self._memo[id(node)] = result
         return result
+
+    def share(self, tree: Any) -> None:
+        """Remember the scan of every object and list in `tree`: it is shared by many specs."""
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            if type(node) is dict or type(node) is list:
+                self._shared.add(id(node))
+                self._kept.append(node)
+                stack.extend(node.values() if type(node) is dict else node)
 
     def _string(self, text: str) -> tuple[frozenset[str], bool]:
         if is_reference(text):

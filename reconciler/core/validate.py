@@ -96,6 +96,7 @@ def _validate_document(
         problems.extend(_schema_problems(schemas.manifest_validator, data, document, ""))
     raw_defaults = data.get("defaults")
     defaults: dict[str, Any] = raw_defaults if isinstance(raw_defaults, dict) else {}
+    scanner.share(defaults)  # what the file's sessions do not override is this very object
     raw_sessions = data.get("sessions")
     if not isinstance(raw_sessions, list):
         return [], problems
