@@ -202,6 +202,17 @@ def _session(file_index: int, index: int, rng: random.Random) -> dict[str, Any]:
     return session
 
 
+def _merged(base: Any, override: Any) -> Any:
+    """What the file's defaults and a session declare together (objects merge key by key),
+    as a copy: the inline shape writes every session out in full."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = json.loads(json.dumps(base))
+        for key, value in override.items():
+            merged[key] = _merged(base[key], value) if key in base else value
+        return merged
+    return override
+
+
 def _file_format(file_index: int, mix: bool) -> str:
     if not mix:
         return "json"
@@ -209,19 +220,29 @@ def _file_format(file_index: int, mix: bool) -> str:
 
 
 def write_manifests(
-    root: Path, sessions: int, files: int, *, mix: bool = False, seed: int = 1121
+    root: Path,
+    sessions: int,
+    files: int,
+    *,
+    mix: bool = False,
+    inline: bool = False,
+    seed: int = 1121,
 ) -> dict[str, int]:
-    """Write `sessions` sessions over `files` manifests; returns the bytes written per format."""
+    """Write `sessions` sessions over `files` manifests; returns the bytes written per format.
+    `inline`: no file `defaults`, every session spelled out whole (the same effective specs)."""
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     per_file, extra = divmod(sessions, files)
     written: dict[str, int] = {}
     for file_index in range(files):
         count = per_file + (1 if file_index < extra else 0)
-        manifest = {
-            "defaults": _defaults(file_index),
-            "sessions": [_session(file_index, i, rng) for i in range(count)],
-        }
+        defaults = _defaults(file_index)
+        declared = [_session(file_index, i, rng) for i in range(count)]
+        manifest: dict[str, Any] = (
+            {"sessions": [_merged(defaults, session) for session in declared]}
+            if inline
+            else {"defaults": defaults, "sessions": declared}
+        )
         kind = _file_format(file_index, mix)
         text = _dump(manifest, kind)
         path = root / f"team-{file_index:03d}.{kind}"
@@ -474,6 +495,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="RECONCILER_PARALLELISM of the state-building apply (default 8)",
     )
     parser.add_argument("--mix", action="store_true", help="make 2 files in 5 TOML / YAML")
+    parser.add_argument(
+        "--inline",
+        action="store_true",
+        help="no file defaults: every session spelled out whole (~3x the bytes)",
+    )
     parser.add_argument("--quick", action="store_true", help="500 sessions in 10 files, 1 run")
     parser.add_argument("--profile", action="store_true", help="print cProfile top entries")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -495,7 +521,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, work: Path) -> int:
     manifests = work / "desired"
-    written = write_manifests(manifests, args.sessions, args.files, mix=args.mix)
+    written = write_manifests(
+        manifests, args.sessions, args.files, mix=args.mix, inline=args.inline
+    )
     total_bytes = sum(written.values())
     formats = ", ".join(f"{kind} {size / 1e6:.2f} MB" for kind, size in sorted(written.items()))
     print(f"plan_scale  {time.strftime('%Y-%m-%d %H:%M')}  python {sys.version.split()[0]}")
@@ -503,7 +531,10 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
         f"{os.cpu_count()} CPUs"
     )
-    print(f"desired set: {args.sessions} sessions in {args.files} files ({formats}), {work}")
+    shape = "every session spelled out whole" if args.inline else "file defaults"
+    print(
+        f"desired set: {args.sessions} sessions in {args.files} files ({formats}; {shape}), {work}"
+    )
 
     empty_state = work / "empty.db"
     full_state = work / "full.db"
