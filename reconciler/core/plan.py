@@ -462,7 +462,9 @@ def _config_changes(
     if memo is not None:
         memo.texts[id(session)] = (session, text, text_fingerprint(text))
     recorded_text = record.spec_json
-    changed = text_fingerprint(text) != record.fingerprint
+    # The texts themselves, not their fingerprints: the record's fingerprint is the hash of
+    # its text, and comparing ~1.5 KB costs less than hashing it.
+    changed = text != recorded_text
     missing = session.secret_references & unresolved
     if changed and missing:
         # References that cannot be resolved here are compared by name (see normalize.py).
