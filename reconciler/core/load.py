@@ -31,11 +31,24 @@ SUFFIXES = (".json", ".toml", ".yaml", ".yml")
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One parsed manifest; `lines` maps a JSON pointer to its 1-based line (YAML only)."""
+    """One parsed manifest; `lines` maps a JSON pointer to its 1-based line (YAML only).
+    `holds_dollar`: False when no string of the file can contain a `$` (so no secret
+    reference, nor a mistaken one): its sessions need no reference scan."""
 
     path: str
     data: Any
     lines: Mapping[str, int] = field(default_factory=dict)
+    holds_dollar: bool = True
+
+
+# How a `$` can be written in a manifest: as itself or escaped (JSON and TOML `\u0024`, TOML
+# `\U00000024`, YAML `\x24`, `\u0024`, `\U00000024`).
+_DOLLAR_SPELLINGS = (b"$", b"\\u0024", b"\\U00000024", b"\\x24")
+
+
+def may_hold_dollar(data: bytes) -> bool:
+    """Whether a parsed string of this file can contain a `$` (a fast scan of the bytes)."""
+    return any(spelling in data for spelling in _DOLLAR_SPELLINGS)
 
 
 def parse_document(path: str, data: bytes) -> Document:
@@ -48,19 +61,21 @@ def parse_document(path: str, data: bytes) -> Document:
     if text.startswith("\ufeff"):
         text = text[1:]
     lower = path.lower()
+    dollar = may_hold_dollar(data)
     try:
         if lower.endswith(".json"):
-            return Document(path, _checked(path, _parse_json(path, text), text, _json_line))
+            value = _checked(path, _parse_json(path, text), text, _json_line)
+            return Document(path, value, holds_dollar=dollar)
         if lower.endswith(".toml"):
             toml = _plain(_parse_toml(path, text))
             line_of = functools.partial(_toml_number_line, data=toml)
-            return Document(path, _checked(path, toml, text, line_of))
+            return Document(path, _checked(path, toml, text, line_of), holds_dollar=dollar)
         if lower.endswith((".yaml", ".yml")):
             # yaml (and the YAML builder) are imported only when a YAML file is read.
             from reconciler.core.load_yaml import parse_yaml
 
             value, lines = parse_yaml(path, text)
-            return Document(path, value, lines)
+            return Document(path, value, lines, holds_dollar=dollar)
     except RecursionError:
         raise _fail(path, f"nested deeper than {MAX_DEPTH} levels") from None
     raise _fail(path, "unsupported file type (expected .json, .toml, .yaml or .yml)")

@@ -154,7 +154,7 @@ def _validate_session(
             schemas.provider_validator(provider), checked, document, "/spec"
         ):
             problems.append(_relocated(document, problem, place))
-    references, malformed = scanner.scan(spec)
+    references, malformed = scanner.scan(spec) if document.holds_dollar else (frozenset(), False)
     sensitive = schemas.sensitive.get(provider, frozenset())
     identity_values = rules[provider].identity_values(spec)
     for relative, message in _spec_rules(
