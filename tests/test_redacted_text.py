@@ -2,9 +2,10 @@
 
 The plan compares a session with its record by the fingerprint of that text, and records written
 by earlier versions hold texts made by `canonical_json`: any difference, even of one escape,
-would turn every running session into a change. The text is built member by member and
-memoised per shared subtree, so the property is checked on generated specs that share subtrees,
-hold references, sensitive paths and every kind of JSON leaf.
+would turn every running session into a change. The text is encoded with the sensitive literals
+marked in a copy and the references marked in the text afterwards, so the property is checked
+on generated specs that share subtrees, hold references (also inside other strings, after
+escaped quotes and as keys), sensitive paths through objects and lists, and every kind of leaf.
 """
 
 from __future__ import annotations
@@ -16,14 +17,30 @@ from hypothesis import strategies as st
 
 from reconciler.core.normalize import Redactor, canonical_json
 
-KEYS = st.sampled_from(["a", "B", "token", "AccessToken", "é", "x/y", "~", "", "\u2028", 'z"q'])
+KEYS = st.sampled_from(
+    ["a", "B", "token", "AccessToken", "é", "x/y", "~", "", "\u2028", 'z"q', "*", "${env:TOKEN}"]
+)
 LEAVES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=12),
-    st.sampled_from(["${env:TOKEN}", "${file:/run/key}", "${env:MISSING}", "${vault:x}", "$5"]),
+    st.sampled_from(
+        [
+            "${env:TOKEN}",
+            "${file:/run/key}",
+            '${file:/run/"quoted\\dir}',
+            "${env:MISSING}",
+            "${vault:x}",
+            "${env:TOKEN",
+            "$5",
+            'a"${env:TOKEN}',
+            '\\"${env:TOKEN}',
+            "\\",
+            '${env:TOKEN}"',
+        ]
+    ),
 )
 VALUES = st.recursive(
     LEAVES,
@@ -31,9 +48,19 @@ VALUES = st.recursive(
     max_leaves=25,
 )
 SENSITIVE = frozenset(
-    {("token",), ("a", "token"), ("B", "*"), ("AccessToken",), ("a", "*", "AccessToken"), ("é",)}
+    {
+        ("token",),
+        ("a", "token"),
+        ("B", "*"),
+        ("AccessToken",),
+        ("a", "*", "AccessToken"),
+        ("é",),
+        ("*",),
+        ("a", "*", "*"),
+        ("B",),
+    }
 )
-SECRETS = {"${env:TOKEN}": "s3cr3t", "${file:/run/key}": "k3y"}
+SECRETS = {"${env:TOKEN}": "s3cr3t", "${file:/run/key}": "k3y", '${file:/run/"quoted\\dir}': "q"}
 
 
 def _specs_sharing(shared: Any, own: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -41,7 +68,7 @@ def _specs_sharing(shared: Any, own: list[dict[str, Any]]) -> list[dict[str, Any
     return [{**spec, "a": shared, "B": [shared, spec.get("B")]} for spec in own]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(st.dictionaries(KEYS, VALUES, max_size=6))
 def test_text_is_the_canonical_json_of_the_redacted_spec(spec: dict[str, Any]) -> None:
     redactor = Redactor(SENSITIVE, b"key", SECRETS)

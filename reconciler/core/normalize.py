@@ -20,6 +20,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -30,8 +31,13 @@ UNRESOLVED = "unresolved"
 _MARKER_PREFIX = "<sensitive "
 
 
+# One encoder for every call: json.dumps with options builds a new JSONEncoder each time,
+# which costs more than encoding a small object.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def fingerprint(redacted: Any) -> str:
@@ -92,8 +98,8 @@ class Redactor:
         self.digests = {reference: _keyed_hash(key, value) for reference, value in secrets.items()}
         self._literals: dict[str, str] = {}
         self._memo: dict[tuple[int, tuple[str, ...], bool], Any] = {}
-        self._texts: dict[tuple[int, tuple[str, ...], bool], str] = {}
-        self._seen: dict[tuple[tuple[str, ...], bool], dict[int, None]] = {}
+        self._trie = _trie_of(paths)
+        self._reference_texts: dict[str, str] = {}
         # The memo is keyed by id(): keep every memoised node alive so no id is reused.
         self._kept: list[Any] = []
         # For each object path, which of its keys are sensitive: no tuple is built per leaf.
@@ -144,77 +150,100 @@ class Redactor:
         return node
 
     def text(self, spec: Any) -> str:
-        """`canonical_json(self.redact(spec))`, built without the redacted tree: the canonical
-        text of an object is its sorted members' texts joined, so a subtree shared by many
-        specs is redacted and encoded once, and each spec pays only for what is its own."""
-        return self._text(spec, (), False)
+        """`canonical_json(self.redact(spec))`, with the C encoder doing the work: the values of
+        the schema's sensitive fields are marked in a copy made only along those paths, the copy
+        is encoded, and any reference elsewhere is then marked in the text itself (a reference
+        is a whole string value, so it is a JSON string starting with `${`, found by a regex
+        search; the text is searched only when it holds one)."""
+        encoded = canonical_json(self._literals_marked(spec, self._trie, False))
+        return self._references_marked(encoded) if '"${' in encoded else encoded
 
-    def _text(self, node: Any, path: tuple[str, ...], sensitive: bool) -> str:
+    def _literals_marked(self, node: Any, trie: _Trie, sensitive: bool) -> Any:
+        """The node with each sensitive value below it replaced by its marker (a reference's
+        marker says which reference); the node itself when there is none (the same object, not
+        a copy). Follows `_walk`: a flag reaches a list's items, while an object's members are
+        sensitive by their own paths only."""
         kind = type(node)
-        if kind is str:
-            if sensitive or (node.startswith("${") and is_reference(node)):
-                return encode_basestring(self.marker(node))
-            return encode_basestring(node)
-        if kind is not dict and kind is not list:
-            if sensitive and node is not None:
-                return encode_basestring(self.marker(canonical_json(node)))
-            return _scalar_text(node)
-        memo_key = (id(node), path, sensitive)
-        cached = self._texts.get(memo_key)
-        if cached is not None:
-            return cached
         if kind is dict:
-            marked = self._sensitive_keys.get(path, frozenset())
-            members = []
-            for key in sorted(node):
-                value = node[key]
-                value_kind = type(value)
-                if key in marked or value_kind is dict or value_kind is list:
-                    member = self._text(value, (*path, key), key in marked)
-                elif value_kind is str and not value.startswith("${"):
-                    member = encode_basestring(value)  # the common cases, without a call
-                elif value_kind is not str:
-                    member = _scalar_text(value)
+            copied: dict[str, Any] | None = None
+            for key, below in trie.children.items():
+                child = node.get(key, _MISSING)
+                if child is _MISSING:
+                    continue
+                if type(child) is str:  # most sensitive fields: marked here, without a call
+                    if not below.sensitive:
+                        continue
+                    marked: Any = self.marker(child)
                 else:
-                    member = self._text(value, (*path, key), key in marked)
-                members.append(f"{encode_basestring(key)}:{member}")
-            result = "{" + ",".join(members) + "}"
-        else:
-            child = (*path, "*")
-            inner = sensitive or child in self.paths
-            result = "[" + ",".join([self._text(value, child, inner) for value in node]) + "]"
-        # Kept from the second sight on: the text of a subtree one spec alone holds (the
-        # merged part of each session, or every node of a session spelled out whole) would
-        # only cost memory. What was seen is a bounded set per place (see _SEEN_PER_PLACE).
-        seen = self._seen.setdefault((path, sensitive), {})
-        if id(node) in seen:
-            self._texts[memo_key] = result
-            self._kept.append(node)
-        else:
-            seen[id(node)] = None
-            if len(seen) > _SEEN_PER_PLACE:
-                del seen[next(iter(seen))]
-        return result
+                    marked = self._literals_marked(child, below, below.sensitive)
+                    if marked is child:
+                        continue
+                copied = dict(node) if copied is None else copied
+                copied[key] = marked
+            return node if copied is None else copied
+        if kind is list:
+            items = trie.children.get("*", _NO_TRIE)
+            inner = sensitive or items.sensitive
+            if not inner and not items.children:
+                return node
+            marked_items = [self._literals_marked(item, items, inner) for item in node]
+            same = all(a is b for a, b in zip(marked_items, node, strict=True))
+            return node if same else marked_items
+        if not sensitive or node is None:
+            return node
+        return self.marker(node if kind is str else canonical_json(node))
+
+    def _references_marked(self, encoded: str) -> str:
+        parts: list[str] = []
+        done = 0
+        for found in _REFERENCE_TEXT.finditer(encoded):
+            start = found.start()
+            if _escaped(encoded, start):
+                continue  # a quote inside a string ("a\"${x}"), not a string's start
+            text = found.group()
+            marked = self._reference_texts.get(text)
+            if marked is None:
+                value = json.loads(text)
+                marked = encode_basestring(self.marker(value)) if is_reference(value) else text
+                self._reference_texts[text] = marked
+            parts += (encoded[done:start], marked)
+            done = found.end()
+        parts.append(encoded[done:])
+        return "".join(parts)
+
+
+@dataclass(slots=True)
+class _Trie:
+    """The sensitive paths as a tree: `sensitive` where a path ends."""
+
+    children: dict[str, _Trie] = field(default_factory=dict)
+    sensitive: bool = False
+
+
+_NO_TRIE = _Trie()
+# A JSON string value (not a key: no `:` follows it) starting with `${`, in canonical JSON.
+_REFERENCE_TEXT = re.compile(r'"\$\{(?:[^"\\]|\\.)*"(?!:)')
+
+
+def _trie_of(paths: SensitivePaths) -> _Trie:
+    root = _Trie()
+    for path in paths:
+        node = root
+        for token in path:
+            node = node.children.setdefault(token, _Trie())
+        node.sensitive = True
+    return root
+
+
+def _escaped(text: str, position: int) -> bool:
+    """Whether the character at `position` is escaped: an odd run of backslashes before it."""
+    run = 0
+    while position - run > 0 and text[position - run - 1] == "\\":
+        run += 1
+    return run % 2 == 1
 
 
 _MISSING = object()
-# How many subtrees a Redactor remembers having seen at each place of a spec (the most recent
-# ones): a subtree of a file's defaults recurs in every session of that file, so its text is
-# remembered on its second sight even when up to this many files' sessions are interleaved.
-_SEEN_PER_PLACE = 64
-_LITERALS: dict[Any, str] = {True: "true", False: "false", None: "null"}
-
-
-def _scalar_text(value: Any) -> str:
-    """A number, boolean or null as `json.dumps` writes it (ints and floats by their repr)."""
-    kind = type(value)
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float:
-        return float.__repr__(value)
-    if kind is bool or value is None:
-        return _LITERALS[value]
-    return canonical_json(value)
 
 
 def redact(spec: Any, paths: SensitivePaths, key: bytes, secrets: Mapping[str, str]) -> Any:
