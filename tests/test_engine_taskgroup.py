@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +40,19 @@ class JournalThatFailsOnce(SqliteStateStore):
         super().finish_intent(entry_id, outcome, change)
 
 
+class SiblingWriteInFlight(JournalThatFailsOnce):
+    """The failing session's write fails while a sibling's write is already in its thread,
+    and that one takes a while to land (a slow fsync)."""
+
+    def finish_intent(self, entry_id: int, outcome: str, change: RecordChange | None) -> None:
+        names = {entry.name for entry in self.pending_intents() if entry.id == entry_id}
+        if FAILING in names:
+            time.sleep(0.05)  # the sibling's write is in its thread by now
+        else:
+            time.sleep(0.4)
+        super().finish_intent(entry_id, outcome, change)
+
+
 @pytest.fixture
 def environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     monkeypatch.chdir(tmp_path)
@@ -55,14 +69,15 @@ def environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
         emulator.calls()  # still answering: the emulator outlived every call of the run
 
 
+@pytest.mark.parametrize("store_class", [JournalThatFailsOnce, SiblingWriteInFlight])
 def test_a_failing_journal_write_cancels_the_sibling_calls(
-    tmp_path: Path, environ: dict[str, str]
+    tmp_path: Path, environ: dict[str, str], store_class: type[JournalThatFailsOnce]
 ) -> None:
     manifest = write_manifest(tmp_path / "desired.json", [session(f"s-{i:02}") for i in range(8)])
     desired = load_desired([str(manifest)])
     secrets = secrets_for(desired, strict=True)
     settings = load_settings()
-    store = JournalThatFailsOnce(tmp_path / "state.db")
+    store = store_class(tmp_path / "state.db")
 
     async def run() -> tuple[tuple[int, int], tuple[int, int]]:
         pool = ProviderPool(settings)

@@ -746,8 +746,17 @@ class Applier:
 
     async def _io(self, call: Callable[..., T], *args: Any) -> T:
         """A state read or write, off the event loop: an fsync or a PostgreSQL round trip
-        must not stall the calls in flight (both stores serialise their connection)."""
-        return await asyncio.to_thread(call, *args)
+        must not stall the calls in flight (both stores serialise their connection).
+
+        A thread cannot be cancelled: when the run is (a sibling failed), a write already
+        handed to its thread is waited for, so that it lands before the run ends, never after
+        (a daemon's next run, or the caller reading the journal, would see it change)."""
+        work = asyncio.ensure_future(asyncio.to_thread(call, *args))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await asyncio.wait([work])
+            raise
 
     def _fingerprint(self, session: DesiredSession) -> str:
         paths = self.sensitive.get(session.provider, frozenset())
