@@ -96,7 +96,7 @@ class Redactor:
         self.paths = paths
         self.key = key
         self.digests = {reference: _keyed_hash(key, value) for reference, value in secrets.items()}
-        self._literals: dict[str, str] = {}
+        self._markers: dict[str, str] = {}
         self._memo: dict[tuple[int, tuple[str, ...], bool], Any] = {}
         self._trie = _trie_of(paths)
         self._reference_texts: dict[str, str] = {}
@@ -109,12 +109,16 @@ class Redactor:
             self._sensitive_keys[parent] = self._sensitive_keys.get(parent, frozenset()) | {last}
 
     def marker(self, value: str) -> str:
+        # Once per distinct value: the same references (and literals) recur in every spec.
+        known = self._markers.get(value)
+        if known is None:
+            known = self._markers[value] = self._new_marker(value)
+        return known
+
+    def _new_marker(self, value: str) -> str:
         if is_reference(value):
             return f"{_MARKER_PREFIX}{value} hmac:{self.digests.get(value, UNRESOLVED)}>"
-        digest = self._literals.get(value)
-        if digest is None:
-            digest = self._literals[value] = _keyed_hash(self.key, value)
-        return f"{_MARKER_PREFIX}hmac:{digest}>"
+        return f"{_MARKER_PREFIX}hmac:{_keyed_hash(self.key, value)}>"
 
     def redact(self, spec: Any) -> Any:
         """The spec with every sensitive leaf replaced by its marker (see module docstring)."""
