@@ -129,6 +129,9 @@ class SpecLinesMemo:
 
     subtrees: dict[tuple[int, str, bool, int], list[str]] = field(default_factory=dict)
     leaves: dict[tuple[str, type, Any], str] = field(default_factory=dict)
+    # The subtrees last seen at each place (pointer, flag, paths), a bounded number of them:
+    # a subtree's lines are kept on its second sight, so one session's own nodes cost nothing.
+    seen: dict[tuple[str, bool, int], dict[int, None]] = field(default_factory=dict)
 
 
 def spec_lines(
@@ -154,7 +157,7 @@ def spec_lines(
         if isinstance(node, dict) and node:
             key_of = (id(node), pointer, secret, id(paths))
             done = shared.get(key_of)
-            if done:
+            if done is not None:
                 lines.extend(done)
                 return
             start = len(lines)
@@ -169,8 +172,13 @@ def spec_lines(
                     lines.append(f"+ {child}: {MASK}")
                 else:  # a leaf, without a call of walk: most of a spec's nodes are leaves
                     lines.append(_leaf_line(child, value, leaves))
-            # Kept from the second sight on: a subtree of one session alone costs no copy.
-            shared[key_of] = lines[start:] if done is not None else []
+            seen = known.seen.setdefault((pointer, secret, id(paths)), {})
+            if id(node) in seen:
+                shared[key_of] = lines[start:]
+            else:
+                seen[id(node)] = None
+                if len(seen) > _SEEN_PER_PLACE:
+                    del seen[next(iter(seen))]
         elif isinstance(node, list) and node:
             child_path = (*path, "*")
             inner = secret or child_path in paths
@@ -197,6 +205,9 @@ def describe_change(change: FieldChange) -> str:
 
 
 _LEAF_LINES_KEPT = 4096
+# How many subtrees a rendering remembers having seen at each place: a file's defaults recur in
+# each of its sessions, so up to this many files' sessions may be interleaved (sorted by name).
+_SEEN_PER_PLACE = 64
 _NO_KEYS: frozenset[str] = frozenset()
 
 
