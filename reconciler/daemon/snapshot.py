@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reconciler.collector import collection_paused
 from reconciler.core.load import Document
 from reconciler.core.model import DesiredSession
 from reconciler.core.schema_set import SchemaSet
@@ -82,6 +83,12 @@ class DesiredReader:
         return self._last_good
 
     def read(self) -> ReadResult:
+        # Parsing and validating build acyclic data only (see collector.py); the daemon's pass
+        # freezes what survives anyway.
+        with collection_paused():
+            return self._read()
+
+    def _read(self) -> ReadResult:
         files, problems = discover(self._paths)
         explicit = explicit_files(self._paths)
         results: list[_FileResult] = []
