@@ -10,12 +10,11 @@ provider's own calls use for it.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.core.secrets import split_pointer
+from reconciler.core.secrets import pointer_tokens, split_pointer
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,17 +76,11 @@ class ProviderRules:
 
 def _value_at(spec: Mapping[str, Any], pointer: str) -> Any:
     node: Any = spec
-    for token in _tokens(pointer):
+    for token in pointer_tokens(pointer):
         if not (type(node) is dict or isinstance(node, Mapping)) or token not in node:
             return None
         node = node[token]
     return node
-
-
-@functools.cache
-def _tokens(pointer: str) -> tuple[str, ...]:
-    """A rule's pointer split once: every session's identity is read through the same few."""
-    return tuple(split_pointer(pointer))
 
 
 def identity_text(values: tuple[tuple[str, Any], ...]) -> str:

@@ -6,6 +6,7 @@ so it may appear in plans and state; the value it resolves to never does.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -104,7 +105,7 @@ _ABSENT = object()
 def lookup(document: Any, pointer: str, default: Any = None) -> Any:
     """The value at a JSON pointer, or `default` when nothing is there."""
     node = document
-    for token in split_pointer(pointer):
+    for token in pointer_tokens(pointer):
         if isinstance(node, dict) and token in node:
             node = node[token]
         elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
@@ -133,6 +134,13 @@ def split_pointer(pointer: str) -> list[str]:
     if pointer in ("", "/"):
         return []
     return [unescape_token(token) for token in pointer[1:].split("/")]
+
+
+@functools.lru_cache(maxsize=4096)
+def pointer_tokens(pointer: str) -> tuple[str, ...]:
+    """split_pointer, remembered: validation and planning look up the same few pointers (a
+    provider's identity fields, its agent and target users) in every session."""
+    return tuple(split_pointer(pointer))
 
 
 def substitute(value: Any, secrets: Mapping[str, str]) -> Any:
