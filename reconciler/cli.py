@@ -387,9 +387,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "plan":
         from reconciler.commands import plan
 
-        # A plan builds its data once and exits: no cyclic collection (see collector.py).
-        with collection_paused():
-            return plan(args)
+        return plan(args)
     if args.command == "apply":
         from reconciler.apply_command import apply
 

@@ -9,11 +9,14 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import exit_codes
+from reconciler.collector import collection_paused
 from reconciler.core.model import DesiredSession, JournalEntry, LiveSession, SessionRecord
+from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Guards, Plan, make_plan
 from reconciler.core.render import render_json, text_chunks
 from reconciler.core.selection import Selection, selection_of
@@ -83,27 +86,42 @@ def _plan_from_files(
     compared by name. The plan writes nothing: what it observed is kept by `apply`."""
     desired = load_desired(paths)
     secrets = resolve_secrets(desired)
-    records = store.list_records()
+    with collection_paused():  # (see collector.py; not over the refresh's event loop)
+        records = store.list_records()
     live: list[LiveSession] = []
     observing = any(PROVIDERS[r.provider].observes for r in records if r.provider in PROVIDERS)
     observing |= any(PROVIDERS[s.provider].observes for s in desired)
     if refresh is not None and observing:
         refreshed = asyncio.run(_refreshed(refresh, records, desired, store.pending_intents()))
         records, live = refreshed.records, refreshed.live
-    return make_plan(
-        desired,
-        records,
-        store.meta(),
-        schema_set().sensitive,
-        secrets.values,
-        guards,
-        created_at=utc_now(),
-        selection=selection,
-        given_paths=path_forms(paths),
-        empty_references=secrets.empty,
-        rules=provider_rules(),
-        live=live,
-    )
+    with collection_paused():
+        return make_plan(
+            desired,
+            records,
+            store.meta(),
+            schema_set().sensitive,
+            secrets.values,
+            guards,
+            created_at=utc_now(),
+            selection=selection,
+            given_paths=path_forms(paths),
+            empty_references=secrets.empty,
+            rules=provider_rules(),
+            live=live,
+        )
+
+
+def _write_plan(
+    result: Plan, sensitive: Mapping[str, SensitivePaths], output_format: str, out: str | None
+) -> None:
+    if output_format == "json":
+        sys.stdout.write(render_json(result, sensitive))
+    elif output_format == "markdown":
+        from reconciler.core.render_markdown import render_markdown
+
+        sys.stdout.write(render_markdown(result, sensitive, artifact=out))
+    else:
+        sys.stdout.writelines(text_chunks(result, sensitive))
 
 
 async def _refreshed(
@@ -188,14 +206,8 @@ def plan(args: argparse.Namespace) -> int:
         )
         result = dataclasses.replace(result, notes=(*result.notes, note))
     sensitive = schema_set().sensitive
-    if args.format == "json":
-        sys.stdout.write(render_json(result, sensitive))
-    elif args.format == "markdown":
-        from reconciler.core.render_markdown import render_markdown
-
-        sys.stdout.write(render_markdown(result, sensitive, artifact=args.out))
-    else:
-        sys.stdout.writelines(text_chunks(result, sensitive))
+    with collection_paused():
+        _write_plan(result, sensitive, args.format, args.out)
     if result.violations:
         if args.out:
             print(f"error: a refused plan is not saved to {args.out}", file=sys.stderr)
