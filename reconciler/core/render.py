@@ -123,12 +123,12 @@ def not_played_line(action: Action) -> str:
 @dataclass(slots=True)
 class SpecLinesMemo:
     """What one rendering remembers across its creates: the lines of each subtree several specs
-    share, at its pointer, and each leaf's line by (pointer, type, value): a merged object
+    share, at its pointer, and each leaf's line by its place, type and value: a merged object
     (defaults under one session's overrides) is that session's own, but most of its leaves are
     the same in every session."""
 
     subtrees: dict[tuple[int, str, bool, int], list[str]] = field(default_factory=dict)
-    leaves: dict[tuple[str, type, Any], str] = field(default_factory=dict)
+    leaves: dict[tuple[Any, ...], str] = field(default_factory=dict)
     # The subtrees last seen at each place (pointer, flag, paths), a bounded number of them:
     # a subtree's lines are kept on its second sight, so one session's own nodes cost nothing.
     seen: dict[tuple[str, bool, int], dict[int, None]] = field(default_factory=dict)
@@ -163,15 +163,14 @@ def spec_lines(
             start = len(lines)
             keys = marked.get(path, _NO_KEYS)
             for key, value in node.items():
-                child = f"{pointer}/{escape_token(key)}"
                 inner = secret or key in keys
                 kind = type(value)
                 if kind is dict or kind is list:
-                    walk(value, (*path, key), child, inner)
+                    walk(value, (*path, key), f"{pointer}/{escape_token(key)}", inner)
                 elif inner and value is not None and not is_reference(value):
-                    lines.append(f"+ {child}: {MASK}")
+                    lines.append(f"+ {pointer}/{escape_token(key)}: {MASK}")
                 else:  # a leaf, without a call of walk: most of a spec's nodes are leaves
-                    lines.append(_leaf_line(child, value, leaves))
+                    lines.append(_member_line(pointer, key, value, leaves))
             seen = known.seen.setdefault((pointer, secret, id(paths)), {})
             if id(node) in seen:
                 shared[key_of] = lines[start:]
@@ -221,7 +220,22 @@ def _sensitive_keys(paths: SensitivePaths) -> dict[tuple[str, ...], frozenset[st
     return {parent: frozenset(names) for parent, names in keys.items()}
 
 
-def _leaf_line(pointer: str, value: Any, known: dict[tuple[str, type, Any], str]) -> str:
+def _member_line(pointer: str, key: str, value: Any, known: dict[tuple[Any, ...], str]) -> str:
+    """The line of an object's leaf member, found by (object pointer, key, type, value): a
+    remembered line costs neither the member's pointer nor its value's text."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or (kind is float and value != 0.0):
+        memo_key = (pointer, key, kind, value)
+        line = known.get(memo_key)
+        if line is None:
+            line = f"+ {pointer}/{escape_token(key)}: {_compact(value)}"
+            if len(known) < _LEAF_LINES_KEPT:  # bounded, as in _leaf_line
+                known[memo_key] = line
+        return line
+    return f"+ {pointer}/{escape_token(key)}: {_compact(value)}"
+
+
+def _leaf_line(pointer: str, value: Any, known: dict[tuple[Any, ...], str]) -> str:
     kind = type(value)
     # (-0.0 equals 0.0 as a key, but prints differently: floats of zero are not kept.)
     if kind is str or kind is int or kind is bool or (kind is float and value != 0.0):
