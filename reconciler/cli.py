@@ -17,7 +17,6 @@ from reconciler import (
     token_command,
     watch_command,
 )
-from reconciler.collector import collection_paused
 from reconciler.core.selection import Requirement, SelectorError, parse_selector
 from reconciler.errors import ReconcilerError, UsageError, ValidationFailed
 from reconciler.option_types import boolean, non_negative_float, non_negative_int, port, rate
@@ -382,8 +381,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         from reconciler.commands import validate
 
-        with collection_paused():
-            return validate(args.paths, args.format)
+        return validate(args.paths, args.format)
     if args.command == "plan":
         from reconciler.commands import plan
 

@@ -15,6 +15,7 @@ where secrets are not available (a pull-request job) compares references by name
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -76,6 +77,17 @@ def sensitive_paths(schema: Mapping[str, Any]) -> SensitivePaths:
     return frozenset(found)
 
 
+@functools.cache
+def sensitive_keys(paths: SensitivePaths) -> dict[tuple[str, ...], frozenset[str]]:
+    """For each object path, which of its keys the sensitive paths name (do not mutate: the
+    answer is shared by every caller with the same paths)."""
+    keys: dict[tuple[str, ...], set[str]] = {}
+    for path in paths:
+        if path:
+            keys.setdefault(path[:-1], set()).add(path[-1])
+    return {parent: frozenset(names) for parent, names in keys.items()}
+
+
 def is_marker(value: object) -> bool:
     return isinstance(value, str) and value.startswith(_MARKER_PREFIX) and value.endswith(">")
 
@@ -103,10 +115,7 @@ class Redactor:
         # The memo is keyed by id(): keep every memoised node alive so no id is reused.
         self._kept: list[Any] = []
         # For each object path, which of its keys are sensitive: no tuple is built per leaf.
-        self._sensitive_keys: dict[tuple[str, ...], frozenset[str]] = {}
-        for sensitive_path in paths:
-            parent, last = sensitive_path[:-1], sensitive_path[-1]
-            self._sensitive_keys[parent] = self._sensitive_keys.get(parent, frozenset()) | {last}
+        self._sensitive_keys = sensitive_keys(paths)
 
     def marker(self, value: str) -> str:
         # Once per distinct value: the same references (and literals) recur in every spec.

@@ -36,7 +36,6 @@ from reconciler.core.normalize import (
     changed_paths,
     is_marker,
     relaxed,
-    text_fingerprint,
     value_at,
 )
 from reconciler.core.providers import ProviderRules
@@ -62,14 +61,14 @@ KEPT_REASON = "kept: protected (no longer declared)"
 @dataclass(slots=True)
 class PlanMemo:
     """What make_plan may remember between plans made with the same fingerprint key and
-    secrets (a daemon's): each session's redacted spec text and fingerprint, and the action a
+    secrets (a daemon's): each session's redacted spec text, and the action a
     session was planned as against a record. Keyed by the objects' ids, holding the objects
     (so an id is never another object's): the daemon's reader hands back the same session
     objects for unchanged files, its record cache the same record objects for unchanged
     records, so a no-change pass compares nothing twice. Entries of sessions no longer
     declared are dropped by each plan."""
 
-    texts: dict[int, tuple[DesiredSession, str, str]] = field(default_factory=dict)
+    texts: dict[int, tuple[DesiredSession, str]] = field(default_factory=dict)
     compared: dict[int, tuple[DesiredSession, SessionRecord, Action]] = field(default_factory=dict)
 
     def clear(self) -> None:
@@ -456,14 +455,14 @@ def _config_changes(
     """The changed spec pointers, those holding sensitive values, and each change for display;
     None when the declared spec is the recorded one."""
     known = memo.texts.get(id(session)) if memo is not None else None
-    if known is not None and known[0] is session and known[2] == record.fingerprint:
+    # The texts themselves, not their fingerprints: the record's fingerprint is the hash of
+    # its text, and comparing ~1.5 KB costs less than hashing it.
+    if known is not None and known[0] is session and known[1] == record.spec_json:
         return None
     text = redactor.text(session.spec)
     if memo is not None:
-        memo.texts[id(session)] = (session, text, text_fingerprint(text))
+        memo.texts[id(session)] = (session, text)
     recorded_text = record.spec_json
-    # The texts themselves, not their fingerprints: the record's fingerprint is the hash of
-    # its text, and comparing ~1.5 KB costs less than hashing it.
     changed = text != recorded_text
     missing = session.secret_references & unresolved
     if changed and missing:

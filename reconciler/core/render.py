@@ -6,14 +6,13 @@ the reference text (it names where the secret lives, not what it is).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.core.model import DesiredSession, Observation, SessionRecord
-from reconciler.core.normalize import SensitivePaths, is_marker
+from reconciler.core.normalize import SensitivePaths, is_marker, sensitive_keys
 from reconciler.core.plan import UNCHANGING, Action, ActionKind, FieldChange, Plan
 from reconciler.core.secrets import escape_token, is_reference
 
@@ -151,7 +150,7 @@ def spec_lines(
     known = SpecLinesMemo() if memo is None else memo
     shared, leaves = known.subtrees, known.leaves
 
-    marked = _sensitive_keys(paths)
+    marked = sensitive_keys(paths)
 
     def walk(node: Any, path: tuple[str, ...], pointer: str, secret: bool) -> None:
         if isinstance(node, dict) and node:
@@ -170,7 +169,7 @@ def spec_lines(
                 elif inner and value is not None and not is_reference(value):
                     lines.append(f"+ {pointer}/{escape_token(key)}: {MASK}")
                 else:  # a leaf, without a call of walk: most of a spec's nodes are leaves
-                    lines.append(_member_line(pointer, key, value, leaves))
+                    lines.append(_leaf_line(pointer, key, value, leaves))
             seen = known.seen.setdefault((pointer, secret, id(paths)), {})
             if id(node) in seen:
                 shared[key_of] = lines[start:]
@@ -186,7 +185,7 @@ def spec_lines(
         elif secret and node is not None and not is_reference(node):
             lines.append(f"+ {pointer}: {MASK}")
         else:
-            lines.append(_leaf_line(pointer, node, leaves))
+            lines.append(_leaf_line(pointer, None, node, leaves))
 
     walk(action.desired.spec, (), "", False)
     return lines
@@ -210,45 +209,23 @@ _SEEN_PER_PLACE = 64
 _NO_KEYS: frozenset[str] = frozenset()
 
 
-@functools.cache
-def _sensitive_keys(paths: SensitivePaths) -> dict[tuple[str, ...], frozenset[str]]:
-    """For each object path, which of its keys the sensitive paths name."""
-    keys: dict[tuple[str, ...], set[str]] = {}
-    for path in paths:
-        if path:
-            keys.setdefault(path[:-1], set()).add(path[-1])
-    return {parent: frozenset(names) for parent, names in keys.items()}
-
-
-def _member_line(pointer: str, key: str, value: Any, known: dict[tuple[Any, ...], str]) -> str:
-    """The line of an object's leaf member, found by (object pointer, key, type, value): a
-    remembered line costs neither the member's pointer nor its value's text."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or (kind is float and value != 0.0):
-        memo_key = (pointer, key, kind, value)
-        line = known.get(memo_key)
-        if line is None:
-            line = f"+ {pointer}/{escape_token(key)}: {_compact(value)}"
-            if len(known) < _LEAF_LINES_KEPT:  # bounded, as in _leaf_line
-                known[memo_key] = line
-        return line
-    return f"+ {pointer}/{escape_token(key)}: {_compact(value)}"
-
-
-def _leaf_line(pointer: str, value: Any, known: dict[tuple[Any, ...], str]) -> str:
+def _leaf_line(pointer: str, key: str | None, value: Any, known: dict[tuple[Any, ...], str]) -> str:
+    """The line of a leaf: an object's member `key` at `pointer`, or (key None) the item at
+    `pointer` itself. Remembered by place, type and value, so a remembered line costs neither
+    the leaf's pointer nor its value's text."""
     kind = type(value)
     # (-0.0 equals 0.0 as a key, but prints differently: floats of zero are not kept.)
-    if kind is str or kind is int or kind is bool or (kind is float and value != 0.0):
-        key = (pointer, kind, value)
-        line = known.get(key)
-        if line is None:
-            line = f"+ {pointer}: {_compact(value)}"
-            # Bounded: the leaves that recur are met in the first sessions already; the many
-            # that each session alone holds (its RoomId) must not fill the memory.
-            if len(known) < _LEAF_LINES_KEPT:
-                known[key] = line
-        return line
-    return f"+ {pointer}: {_compact(value)}"
+    remembered = kind is str or kind is int or kind is bool or (kind is float and value != 0.0)
+    memo_key = (pointer, key, kind, value) if remembered else None
+    line = known.get(memo_key) if memo_key is not None else None
+    if line is None:
+        where = pointer if key is None else f"{pointer}/{escape_token(key)}"
+        line = f"+ {where}: {_compact(value)}"
+        # Bounded: the leaves that recur are met in the first sessions already; the many
+        # that each session alone holds (its RoomId) must not fill the memory.
+        if memo_key is not None and len(known) < _LEAF_LINES_KEPT:
+            known[memo_key] = line
+    return line
 
 
 def _compact(value: Any) -> str:

@@ -183,33 +183,22 @@ class Engine:
             self._memo.clear()
             self._texts_for = texts_for
         with collection_paused():
-            plan = self._make_plan(desired, records, meta, secrets, options, live)
+            plan = make_plan(
+                desired,
+                records,
+                meta,
+                self.sensitive,
+                secrets,
+                options.guards,
+                created_at=self.now(),
+                selection=options.selection,
+                given_paths=options.given_paths,
+                rules={name: spec.rules for name, spec in self.registry.items()},
+                live=live,
+                memo=self._memo,
+            )
         self._planned = (desired, inputs, plan)
         return plan
-
-    def _make_plan(
-        self,
-        desired: Sequence[DesiredSession],
-        records: Sequence[SessionRecord],
-        meta: StateMeta,
-        secrets: Mapping[str, str],
-        options: RunOptions,
-        live: Sequence[LiveSession],
-    ) -> Plan:
-        return make_plan(
-            desired,
-            records,
-            meta,
-            self.sensitive,
-            secrets,
-            options.guards,
-            created_at=self.now(),
-            selection=options.selection,
-            given_paths=options.given_paths,
-            rules={name: spec.rules for name, spec in self.registry.items()},
-            live=live,
-            memo=self._memo,
-        )
 
     async def execute(self, prepared: Prepared) -> RunResult:
         """The plan's calls; nothing when a guard refused the plan or nothing changes."""
@@ -237,7 +226,7 @@ class Engine:
                 continue
             record = self.cache.known(action.name)
             if record is not None:
-                self._memo.texts[id(session)] = (session, record.spec_json, record.fingerprint)
+                self._memo.texts[id(session)] = (session, record.spec_json)
 
     async def reconcile_once(
         self,

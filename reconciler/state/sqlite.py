@@ -386,48 +386,29 @@ class SqliteStateStore:
         return _iso(self._clock())
 
     def _record(self, row: sqlite3.Row) -> SessionRecord:
-        # Unpacked by position, the columns in _RECORD_COLUMNS' order: a listing of thousands
-        # of records pays for each name lookup otherwise.
-        (
-            name,
-            provider,
-            identity,
-            fingerprint,
-            spec_json,
-            status,
-            provider_ids,
-            announcements_delivered,
-            protect,
-            labels,
-            created_at,
-            updated_at,
-            last_error,
-            source,
-            attempt,
-            observation,
-        ) = row
         try:
             return SessionRecord(
-                name=name,
-                provider=provider,
-                identity=identity,
-                fingerprint=fingerprint,
-                spec_json=spec_json,
-                status=status_of(status),
-                provider_ids=_string_map(json_column(provider_ids)),
+                name=row["name"],
+                provider=row["provider"],
+                identity=row["identity"],
+                fingerprint=row["fingerprint"],
+                spec_json=row["spec_json"],
+                status=status_of(row["status"]),
+                provider_ids=_string_map(json_column(row["provider_ids"])),
                 announcements_delivered=tuple(
-                    str(item) for item in json_column(announcements_delivered)
+                    str(item) for item in json_column(row["announcements_delivered"])
                 ),
-                protect=bool(protect),
-                labels=_string_map(json_column(labels)),
-                created_at=created_at,
-                updated_at=updated_at,
-                last_error=last_error,
-                source=source,
-                attempt=attempt,
-                observation=observation_of(observation),
+                protect=bool(row["protect"]),
+                labels=_string_map(json_column(row["labels"])),
+                created_at=row["created_at"],
+                updated_at=row["updated_at"],
+                last_error=row["last_error"],
+                source=row["source"],
+                attempt=row["attempt"],
+                observation=observation_of(row["observation"]),
             )
         except (ValueError, TypeError) as exc:
+            name = row["name"]
             raise StateError(f"state at {self.path}: record {name!r} is corrupt: {exc}") from exc
 
     def _entry(self, row: sqlite3.Row) -> JournalEntry:
