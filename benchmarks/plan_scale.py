@@ -12,12 +12,18 @@ What it does (all in a temporary directory, removed at the end unless --keep):
      RECONCILER_RATE_LIMIT=100000, RECONCILER_PARALLELISM=--apply-parallelism, default 8: with
      no latency 8 calls in flight saturate the client, and more only slows it, see README) into
      a SQLite file (~30 s for 10,000 sessions here); with --state api, in ~3 s, through the
-     public Python API the apply uses (started_record + SqliteStateStore.put_record).
+     public Python API the apply uses (started_record + SqliteStateStore.put_record, then the
+     settled files as an apply records them: make_plan + settled_files + record_settled).
   3. times, best of --runs, each as a subprocess `python -m reconciler plan --detailed-exitcode
      DIR` with its output to /dev/null (the exit code checks that cold = changes, no-change =
      none):
         cold       an empty state: every session is a create
-        no-change  the matching state: every session is a noop
+        no-change  the matching state: every session is a noop (as an apply leaves the state,
+                   with its settled files, so no file is parsed: see core/settled.py)
+        files read the same state with its settled files forgotten: every file parsed,
+                   validated and compared (the cost of a plan when every file changed)
+        one file   the matching state after one file's bytes changed (a trailing newline):
+                   that file is read, the others are not
         floor      `python -c` that only walks the directory and parses each file (json.loads)
         fixed      the same plan command on an empty directory (start-up, imports, schemas)
      and prints each ratio to the floor (target: at most 3x) and the plan's peak RSS. Each child
@@ -418,15 +424,19 @@ def state_via_apply(
 
 
 def state_via_api(manifests: Path, state: Path) -> tuple[float, str]:
-    """The records an apply would write, through the same public functions it calls."""
+    """The records an apply would write, and the files it would find settled, through the
+    same public functions it calls."""
     os.environ.update(SECRET_ENV)
     from reconciler.core.outcome import started_record
+    from reconciler.core.plan import ActionKind, make_plan
+    from reconciler.core.settled import settled_files
     from reconciler.providers.registry import provider_rules
     from reconciler.state.sqlite import SqliteStateStore
-    from reconciler.workspace import load_desired, schema_set, secrets_for, utc_now
+    from reconciler.workspace import code_digest, load_manifests, schema_set, secrets_for, utc_now
 
     started = time.perf_counter()
-    desired = load_desired([str(manifests)])
+    read = load_manifests([str(manifests)])
+    desired = read.sessions
     secrets = secrets_for(desired, strict=True)
     store = SqliteStateStore(state)
     try:
@@ -437,9 +447,33 @@ def state_via_api(manifests: Path, state: Path) -> tuple[float, str]:
         for session in desired:
             ids = rules[session.provider].identity_ids(session.spec)
             store.put_record(started_record(session, ids, key, sensitive, secrets, now))
+        meta = store.meta()
+        plan = make_plan(desired, store.list_records(), meta, sensitive, secrets, rules=rules)
+        noops = [action.name for action in plan.actions if action.kind is ActionKind.NOOP]
+        found = settled_files(
+            noops,
+            read.files,
+            desired,
+            serial=meta.serial,
+            code=code_digest(),
+            secrets=secrets,
+            key=meta.fingerprint_key,
+        )
+        store.record_settled(found, meta.serial)
     finally:
         store.close()
-    return time.perf_counter() - started, f"{len(desired)} records written with put_record"
+    note = f"{len(desired)} records written with put_record, {len(found)} files settled"
+    return time.perf_counter() - started, note
+
+
+def forget_settled(source: Path, target: Path) -> int:
+    """A copy of the state without its settled files (a cache: the records are untouched),
+    so that a plan reads every file; how many were forgotten."""
+    import sqlite3
+
+    shutil.copyfile(source, target)
+    with sqlite3.connect(target) as conn:
+        return conn.execute("DELETE FROM settled_files").rowcount
 
 
 # -- profiling ---------------------------------------------------------------------------------
@@ -559,6 +593,13 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     _, _, _, held_rss = best_of(1, [*floor_argv, "hold"], base_env(empty_state), work)
     cold, cold_all, cold_code, cold_rss = best_of(args.runs, plan, base_env(empty_state), work)
     same, same_all, same_code, same_rss = best_of(args.runs, plan, base_env(full_state), work)
+    read_state = work / "read.db"
+    forgotten = forget_settled(full_state, read_state)
+    read, read_all, read_code, read_rss = best_of(args.runs, plan, base_env(read_state), work)
+    touched = min(manifests.rglob("*.*"))
+    with touched.open("a", encoding="utf-8") as appended:
+        appended.write("\n")  # new bytes, the same sessions: this file is read again
+    one, one_all, one_code, one_rss = best_of(args.runs, plan, base_env(full_state), work)
     # The fixed cost: the same command on an empty directory (imports, schemas, state open).
     nothing = work / "nothing"
     nothing.mkdir()
@@ -577,6 +618,8 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     for label, best, walls, rss in (
         ("cold plan", cold, cold_all, cold_rss),
         ("no-change plan", same, same_all, same_rss),
+        ("no-change, files read", read, read_all, read_rss),
+        ("one file re-read", one, one_all, one_rss),
     ):
         ratio = best / floor
         print(
@@ -587,7 +630,11 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         f"{'floor, files held':<22}{'':>8}{'':>9}{held_rss / 1024:>8.0f} MB"
         "   (the memory floor: a process that keeps every parsed file)"
     )
-    for label, rss in (("cold plan", cold_rss), ("no-change plan", same_rss)):
+    for label, rss in (
+        ("cold plan", cold_rss),
+        ("no-change plan", same_rss),
+        ("no-change plan, files read", read_rss),
+    ):
         ratio = rss / held_rss
         print(
             f"peak RSS of the {label}: {ratio:.2f}x the memory floor   "
@@ -600,7 +647,8 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     print(
         "per-session cost above the fixed cost: "
         f"cold {(cold - fixed) / args.sessions * 1e6:.0f} us,"
-        f" no-change {(same - fixed) / args.sessions * 1e6:.0f} us; floor"
+        f" no-change {(same - fixed) / args.sessions * 1e6:.0f} us,"
+        f" files read {(read - fixed) / args.sessions * 1e6:.0f} us; floor"
         f" {floor / args.sessions * 1e6:.1f} us per session including its start-up"
     )
     print(
@@ -609,10 +657,13 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         f"floor {total_bytes / floor / 1e6:.0f} MB/s"
     )
     # --detailed-exitcode: 2 means changes (cold must be 2), 0 none (no-change must be 0).
-    sane = cold_code == 2 and same_code == 0
+    sane = cold_code == 2 and same_code == 0 and read_code == 0 and one_code == 0
+    sane = sane and forgotten > 0
     print(
-        f"sanity: cold plan exit {cold_code} (2 expected), no-change plan exit {same_code} "
-        f"(0 expected): {'ok' if sane else 'UNEXPECTED, the figures above are suspect'}"
+        f"sanity: cold plan exit {cold_code} (2 expected), no-change plan exit {same_code}, "
+        f"files read {read_code}, one file re-read {one_code} (0 expected), {forgotten} settled"
+        f" files forgotten for 'files read' (> 0 expected; one file re-read: {touched.name}): "
+        f"{'ok' if sane else 'UNEXPECTED, the figures above are suspect'}"
     )
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(
@@ -624,6 +675,7 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     if args.profile:
         profile_plan(manifests, empty_state, work, "cold", 25)
         profile_plan(manifests, full_state, work, "no-change", 25)
+        profile_plan(manifests, read_state, work, "files-read", 25)
     return 0
 
 

@@ -21,7 +21,6 @@ from typing import Any
 from reconciler import exit_codes
 from reconciler.apply_report import Reporter, apply_document, counts, summary_text, write_document
 from reconciler.commands import guards_from, selection_from
-from reconciler.core.model import DesiredSession
 from reconciler.core.plan import Plan
 from reconciler.core.plan_signature import has_valid_mac
 from reconciler.core.render import text_chunks
@@ -35,7 +34,7 @@ from reconciler.core.saved import (
 from reconciler.engine.applier import Applier
 from reconciler.engine.reconcile import Engine, RunOptions
 from reconciler.engine.results import ApplyReport, SessionResult
-from reconciler.errors import PlanRefused, UsageError
+from reconciler.errors import PlanRefused, ReconcilerError, UsageError
 from reconciler.probe_command import refuse_failing_endpoints
 from reconciler.provider_pool import ProviderPool
 from reconciler.providers.registry import PROVIDERS, provider_rules
@@ -43,7 +42,15 @@ from reconciler.retrying import RetryPolicy
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import LockHandle, StateStore
 from reconciler.state.open import open_state
-from reconciler.workspace import load_desired, path_forms, schema_set, secrets_for, utc_now
+from reconciler.workspace import (
+    Manifests,
+    code_digest,
+    load_manifests,
+    path_forms,
+    schema_set,
+    secrets_for,
+    utc_now,
+)
 
 
 def apply(args: argparse.Namespace) -> int:
@@ -58,12 +65,12 @@ def apply(args: argparse.Namespace) -> int:
     try:
         if saved is not None:
             return _apply_saved(args, settings, store, args.paths[0], saved)
-        desired = load_desired(args.paths)
+        manifests = load_manifests(args.paths)
         # Every secret must resolve before the first call: a half-resolved apply is worse
         # than none.
-        secrets = secrets_for(desired, strict=True)
+        secrets = secrets_for(manifests.sessions, strict=True)
         with store.lock("apply " + " ".join(args.paths)) as held:
-            return asyncio.run(_apply_files(args, settings, store, held, desired, secrets))
+            return asyncio.run(_apply_files(args, settings, store, held, manifests, secrets))
     finally:
         store.close()
 
@@ -104,7 +111,7 @@ async def _apply_files(
     settings: Settings,
     store: StateStore,
     held: LockHandle,
-    desired: tuple[DesiredSession, ...],
+    manifests: Manifests,
     secrets: dict[str, str],
 ) -> int:
     scope = _ApplierScope(args, settings, store, held)
@@ -116,10 +123,27 @@ async def _apply_files(
             refresh=args.refresh,
             adopt_running=args.adopt_running,
         )
-        prepared = await scope.engine.prepare(desired, secrets, options)
-        return await _execute(
+        prepared = await scope.engine.prepare(manifests.sessions, secrets, options)
+        code = await _execute(
             args, prepared.applier, prepared.plan, prepared.recovered, scope.reporter
         )
+        if code == exit_codes.OK:
+            await _record_settled(scope.engine, manifests, secrets, options)
+        return code
+
+
+async def _record_settled(
+    engine: Engine, manifests: Manifests, secrets: dict[str, str], options: RunOptions
+) -> None:
+    """Remember which files this apply left settled, for the next plan (core/settled.py).
+    Only a cache: should the state refuse the write, the apply still succeeded, and the next
+    plan reads every file."""
+    try:
+        await engine.record_settled(
+            manifests.sessions, manifests.files, secrets, options, code_digest()
+        )
+    except ReconcilerError as error:
+        print(f"warning: the next plan will read every file ({error})", file=sys.stderr)
 
 
 def _apply_saved(

@@ -15,11 +15,18 @@ from typing import TYPE_CHECKING
 
 from reconciler import exit_codes
 from reconciler.collector import collection_paused
-from reconciler.core.model import DesiredSession, JournalEntry, LiveSession, SessionRecord
+from reconciler.core.model import (
+    DesiredSession,
+    JournalEntry,
+    LiveSession,
+    SessionRecord,
+    StateMeta,
+)
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Guards, Plan, make_plan
 from reconciler.core.render import render_json, text_chunks
 from reconciler.core.selection import Selection, selection_of
+from reconciler.core.settled import SettledFile, records_agree, usable
 from reconciler.errors import (
     ReconcilerError,
     StateError,
@@ -28,11 +35,20 @@ from reconciler.errors import (
     os_reason,
 )
 from reconciler.providers.registry import PROVIDERS, provider_rules
+from reconciler.secret_store import resolve
 from reconciler.settings import Settings, load_settings
 from reconciler.state.base import StateStore
 from reconciler.state.empty import EmptyState
 from reconciler.state.open import open_state
-from reconciler.workspace import load_desired, path_forms, resolve_secrets, schema_set, utc_now
+from reconciler.workspace import (
+    code_digest,
+    load_desired,
+    load_manifests,
+    path_forms,
+    resolve_secrets,
+    schema_set,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     from reconciler.refresh import Refreshed
@@ -83,11 +99,23 @@ def _plan_from_files(
     """Validate the files and diff them against the records, refreshed first from the
     providers that can observe (`refresh`: the settings to reach them with; None skips it,
     as --refresh=false does). Secrets that cannot be resolved here (a pull-request job) are
-    compared by name. The plan writes nothing: what it observed is kept by `apply`."""
-    desired = load_desired(paths)
-    secrets = resolve_secrets(desired)
+    compared by name. The plan writes nothing: what it observed is kept by `apply`.
+
+    A file the last apply left settled, unchanged since, is not read (core/settled.py): its
+    sessions are noops, as reading it would find. Whether it may be skipped is decided from
+    the state's serial before and after the records are listed, so the records are those the
+    apply left; otherwise every file is read."""
+    before = store.meta()
+    reusable = {} if selection.limited else reusable_settled(store, before, refresh is not None)
+    manifests = load_manifests(paths, reusable)
     with collection_paused():  # (see collector.py; not over the refresh's event loop)
         records = store.list_records()
+    meta = store.meta()
+    reused = manifests.reused
+    if reused and (meta.serial != before.serial or not records_agree(reused, records)):
+        manifests, reused = load_manifests(paths), ()
+    desired = manifests.sessions
+    secrets = resolve_secrets(desired)
     live: list[LiveSession] = []
     observing = any(PROVIDERS[r.provider].observes for r in records if r.provider in PROVIDERS)
     observing |= any(PROVIDERS[s.provider].observes for s in desired)
@@ -98,7 +126,7 @@ def _plan_from_files(
         return make_plan(
             desired,
             records,
-            store.meta(),
+            meta,
             schema_set().sensitive,
             secrets.values,
             guards,
@@ -108,7 +136,30 @@ def _plan_from_files(
             empty_references=secrets.empty,
             rules=provider_rules(),
             live=live,
+            settled=reused,
         )
+
+
+def reusable_settled(
+    store: StateStore, meta: StateMeta, refreshing: bool
+) -> dict[str, SettledFile]:
+    """The settled files whose verdict still stands before their bytes are compared: at this
+    serial, for this build and these secret values, and none of whose sessions this plan
+    asks the cloud about (a refresh of an observing provider's records)."""
+    known = store.settled_files()
+    if not known:
+        return {}
+    references = {reference for file in known for reference in file.references}
+    return usable(
+        known,
+        serial=meta.serial,
+        code=code_digest(),
+        secrets=resolve(references).values,
+        key=meta.fingerprint_key,
+        reusable_provider={
+            name: not (refreshing and spec.observes) for name, spec in PROVIDERS.items()
+        },
+    )
 
 
 def _write_plan(

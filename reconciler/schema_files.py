@@ -19,6 +19,11 @@ def load_schema(filename: str) -> dict[str, Any]:
     return schema
 
 
+def schema_bytes(filename: str) -> bytes:
+    """The schema file's bytes as shipped (for the digest of the build, see workspace.py)."""
+    return _schema_file(filename).read_bytes()
+
+
 def _schema_file(filename: str) -> Traversable:
     try:
         return resources.files("reconciler.schemas").joinpath(filename)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.core.load import MAX_FILE_BYTES, SUFFIXES, Document, parse_document
 from reconciler.core.render import PLAN_KIND
+from reconciler.core.settled import ManifestFile, SettledFile, content_digest
 from reconciler.errors import Problem, ValidationFailed
 
 # Files a directory walk never reads as manifests, whatever the ignore file says: the settings
@@ -123,19 +125,49 @@ def read_documents(paths: list[str]) -> tuple[list[Document], list[Problem]]:
 
     A saved plan (`plan --out`) found in a directory is not a manifest and is skipped; one
     named explicitly is a mistake worth a clear message."""
+    read = read_manifests(paths, digests=False)
+    return read.documents, read.problems
+
+
+@dataclass(slots=True)
+class ReadManifests:
+    """What reading the paths found: the parsed documents, the problems, every manifest file's
+    digest (with `digests`), and the settled files reused instead of being parsed."""
+
+    documents: list[Document] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    files: list[ManifestFile] = field(default_factory=list)
+    reused: list[SettledFile] = field(default_factory=list)
+
+
+def read_manifests(
+    paths: list[str],
+    *,
+    digests: bool = True,
+    reusable: Mapping[str, SettledFile] | None = None,
+) -> ReadManifests:
+    """read_documents, and the digest of each file's bytes; a file found in `reusable` with
+    the same digest is not parsed: its SettledFile is returned instead (see settled.py)."""
     files, problems = discover(paths)
     explicit = explicit_files(paths)
-    documents: list[Document] = []
+    read = ReadManifests(problems=problems)
     for path in files:
         data = read_bytes(path)
         if isinstance(data, Problem):
-            problems.append(data)
+            read.problems.append(data)
             continue
+        if digests or reusable:
+            digest = content_digest(data)
+            read.files.append(ManifestFile(path, digest))
+            settled = reusable.get(path) if reusable else None
+            if settled is not None and settled.digest == digest:
+                read.reused.append(settled)
+                continue
         document, document_problems = document_from(path, data, explicit=path in explicit)
-        problems.extend(document_problems)
+        read.problems.extend(document_problems)
         if document is not None:
-            documents.append(document)
-    return documents, problems
+            read.documents.append(document)
+    return read
 
 
 def explicit_files(paths: list[str]) -> frozenset[str]:

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
+from reconciler import __version__
 from reconciler.collector import collection_paused
 from reconciler.core.model import DesiredSession
 from reconciler.core.schema_set import SchemaSet, build_schema_set
 from reconciler.core.secret_uses import describe_location, reference_uses
+from reconciler.core.settled import ManifestFile, SettledFile, collides
 from reconciler.core.timestamps import utc_timestamp
 from reconciler.core.validate import validate_documents
 from reconciler.errors import SecretError, ValidationFailed
 from reconciler.providers.registry import provider_rules, schema_files
-from reconciler.schema_files import MANIFEST_SCHEMA, load_schema
+from reconciler.schema_files import MANIFEST_SCHEMA, load_schema, schema_bytes
 from reconciler.secret_store import Resolved, resolve
-from reconciler.sources import read_documents
+from reconciler.sources import read_documents, read_manifests
 
 
 @cache
@@ -34,6 +39,47 @@ def load_desired(paths: Sequence[str]) -> tuple[DesiredSession, ...]:
     if unreadable or not result.ok:
         raise ValidationFailed([*unreadable, *result.problems])
     return result.sessions
+
+
+@dataclass(frozen=True, slots=True)
+class Manifests:
+    """The desired set as read: the sessions of the files parsed, every file's digest, and the
+    settled files reused without parsing (their sessions are not in `sessions`)."""
+
+    sessions: tuple[DesiredSession, ...]
+    files: tuple[ManifestFile, ...]
+    reused: tuple[SettledFile, ...] = ()
+
+
+def load_manifests(
+    paths: Sequence[str], reusable: Mapping[str, SettledFile] | None = None
+) -> Manifests:
+    """load_desired, with each file's digest; a file of `reusable` whose bytes are those it
+    was settled with is not parsed (settled.py). Should a reused session share a name or a
+    task with another, every file is read, so the duplicate is reported as always."""
+    with collection_paused():
+        read = read_manifests(list(paths), reusable=reusable)
+        result = validate_documents(read.documents, schema_set(), provider_rules())
+    if read.reused and (read.problems or not result.ok or collides(result.sessions, read.reused)):
+        return load_manifests(paths)
+    if read.problems or not result.ok:
+        raise ValidationFailed([*read.problems, *result.problems])
+    return Manifests(result.sessions, tuple(read.files), tuple(read.reused))
+
+
+@cache
+def code_digest() -> str:
+    """The build of reconciler that reads the manifests and makes plans: a digest of its
+    version, its modules' source and its schemas. A settled file's verdict stands only for the
+    build that reached it (an upgrade, or an edited checkout, reads every file again)."""
+    digest = hashlib.sha256(f"reconciler {__version__}".encode())
+    package = Path(__file__).resolve().parent
+    for module in sorted(package.rglob("*.py")):
+        digest.update(str(module.relative_to(package)).encode() + b"\0")
+        digest.update(module.read_bytes())
+    for filename in (MANIFEST_SCHEMA, *sorted(schema_files().values())):
+        digest.update(schema_bytes(filename))
+    return digest.hexdigest()
 
 
 def secrets_for(

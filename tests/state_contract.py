@@ -26,6 +26,7 @@ from reconciler.core.model import (
     SessionRecord,
     Status,
 )
+from reconciler.core.settled import SettledFile, SettledSession
 from reconciler.errors import LockHeld, StateError
 from reconciler.state.base import RecordChange, StateStore
 
@@ -163,6 +164,47 @@ def check_serial_moves_exactly_on_record_changes(open_store: StoreFactory) -> No
         assert [r.name for r in store.list_records()] == ["b", "d"]
 
 
+def _settled(source: str, serial: int, *names: str) -> SettledFile:
+    return SettledFile(
+        source=source,
+        digest="d-" + source,
+        context="c-" + source,
+        serial=serial,
+        sessions=tuple(SettledSession(n, "volcengine", f"app/room-{n}/{n}") for n in names),
+        references=("${env:A}", "${file:/run/k}"),
+    )
+
+
+def check_settled_files_are_kept_for_their_serial_only(open_store: StoreFactory) -> None:
+    with opened(open_store) as store:
+        assert store.settled_files() == []
+        store.put_record(full_record("a"))
+        first = [_settled("d/a.json", 1, "a", "b"), _settled("d/empty.json", 1)]
+        assert store.record_settled(first, 1) is True
+        assert store.meta().serial == 1  # a cache of verdicts: the records did not move
+    with opened(open_store) as store:  # and kept across a reopen
+        assert sorted(store.settled_files(), key=lambda f: f.source) == first
+        # Another apply at the same serial: its files join (or replace) the others.
+        again = _settled("d/a.json", 1, "a")
+        assert store.record_settled([again, _settled("e/c.json", 1, "c")], 1) is True
+        assert sorted(f.source for f in store.settled_files()) == [
+            "d/a.json",
+            "d/empty.json",
+            "e/c.json",
+        ]
+        assert [f for f in store.settled_files() if f.source == "d/a.json"] == [again]
+        # Found at a serial the state has left: nothing is written, nothing is dropped.
+        store.put_record(full_record("b"))
+        assert store.record_settled([_settled("x.json", 1, "x")], 1) is False
+        assert len(store.settled_files()) == 3
+        # At the new serial: the files of every other serial are dropped.
+        assert store.record_settled([_settled("d/a.json", 2, "a")], 2) is True
+        assert store.settled_files() == [_settled("d/a.json", 2, "a")]
+        assert store.record_settled([], 2) is True
+        assert store.settled_files() == [_settled("d/a.json", 2, "a")]
+        assert store.meta().serial == 2
+
+
 def check_finish_intent_applies_its_change(open_store: StoreFactory) -> None:
     record = full_record("a")
     with opened(open_store) as store:
@@ -277,6 +319,7 @@ CONTRACT: tuple[Callable[[StoreFactory], None], ...] = (
     check_records_are_listed_by_name,
     check_put_replaces,
     check_serial_moves_exactly_on_record_changes,
+    check_settled_files_are_kept_for_their_serial_only,
     check_finish_intent_applies_its_change,
     check_failed_finish_changes_nothing,
     check_pending_intents_oldest_first,

@@ -371,7 +371,7 @@ def test_a_version_1_sqlite_state_migrates_and_keeps_its_records(tmp_path: Path)
         reread = store.get_record("b")
         assert reread is not None and reread.source == "d/b.json"
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_a_version_1_postgres_state_migrates_and_keeps_its_records() -> None:
@@ -424,7 +424,7 @@ def test_a_version_1_postgres_state_migrates_and_keeps_its_records() -> None:
             version = raw.execute(
                 sql.SQL("SELECT version FROM {}").format(names["schema_version"])
             ).fetchone()
-        assert version == (SCHEMA_VERSION,) and SCHEMA_VERSION == 3
+        assert version == (SCHEMA_VERSION,) and SCHEMA_VERSION == 4
 
 
 def test_many_kept_sessions_still_fit_the_comment_limit() -> None:

@@ -106,7 +106,8 @@ def test_tables_and_version_live_in_the_schema(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
         ).fetchall()
     }
-    assert tables == {"schema_version", "meta", "sessions", "journal", "lock_holder"}
+    expected = {"schema_version", "meta", "sessions", "journal", "lock_holder", "settled_files"}
+    assert tables == expected
     version = raw.execute(
         sql.SQL("SELECT version FROM {}").format(sql.Identifier(schema, "schema_version"))
     ).fetchall()
@@ -191,9 +192,11 @@ def test_a_version_2_state_is_migrated_keeping_its_records(
     schema: str,
     raw: psycopg.Connection[tuple[object, ...]],
 ) -> None:
-    """Version 3 adds the Start's attempt and the last observation; older records have none."""
+    """Version 3 adds the Start's attempt and the last observation; older records have none.
+    Version 4 adds the settled files, empty after the migration."""
     with open_store() as store:
         store.put_record(full_record("old", attempt=None, observation=None))
+    raw.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, "settled_files")))
     sessions = sql.Identifier(schema, "sessions")
     raw.execute(sql.SQL("ALTER TABLE {} DROP COLUMN observation").format(sessions))
     raw.execute(sql.SQL("ALTER TABLE {} DROP COLUMN attempt").format(sessions))
@@ -204,10 +207,11 @@ def test_a_version_2_state_is_migrated_keeping_its_records(
         assert store.get_record("old") == full_record("old", attempt=None, observation=None)
         store.put_record(full_record("new"))
         assert store.get_record("new") == full_record("new")
+        assert store.settled_files() == []
     version = raw.execute(
         sql.SQL("SELECT version FROM {}").format(sql.Identifier(schema, "schema_version"))
     ).fetchall()
-    assert version == [(SCHEMA_VERSION,)] and SCHEMA_VERSION == 3
+    assert version == [(SCHEMA_VERSION,)] and SCHEMA_VERSION == 4
 
 
 def test_newer_schema_is_refused(

@@ -76,11 +76,13 @@ def test_schema_version_is_recorded(store: SqliteStateStore, db_path: Path) -> N
 
 
 def test_a_version_2_state_is_migrated_keeping_its_records(db_path: Path) -> None:
-    """Version 3 adds the Start's attempt and the last observation; older records have none."""
+    """Version 3 adds the Start's attempt and the last observation; older records have none.
+    Version 4 adds the settled files, empty after the migration."""
     with SqliteStateStore(db_path) as store:
         store.put_record(full_record("old", attempt=None, observation=None))
     raw = sqlite3.connect(db_path)
     with raw:
+        raw.execute("DROP TABLE settled_files")
         raw.execute("ALTER TABLE sessions DROP COLUMN observation")
         raw.execute("ALTER TABLE sessions DROP COLUMN attempt")
         raw.execute("PRAGMA user_version = 2")
@@ -89,8 +91,9 @@ def test_a_version_2_state_is_migrated_keeping_its_records(db_path: Path) -> Non
         assert store.get_record("old") == full_record("old", attempt=None, observation=None)
         store.put_record(full_record("new"))
         assert store.get_record("new") == full_record("new")
+        assert store.settled_files() == []
     with sqlite3.connect(db_path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_newer_schema_is_refused(db_path: Path) -> None:

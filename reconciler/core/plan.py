@@ -40,6 +40,7 @@ from reconciler.core.normalize import (
 )
 from reconciler.core.providers import ProviderRules
 from reconciler.core.selection import EVERY_SESSION, Selection
+from reconciler.core.settled import SettledFile
 
 DEFAULT_MAX_STOPS = 20
 
@@ -56,6 +57,7 @@ class ActionKind(StrEnum):
 # Kinds that call nothing and change no record.
 UNCHANGING = frozenset({ActionKind.KEEP, ActionKind.NOOP})
 KEPT_REASON = "kept: protected (no longer declared)"
+UP_TO_DATE = "up to date"
 
 
 @dataclass(slots=True)
@@ -199,6 +201,7 @@ def make_plan(
     rules: Mapping[str, ProviderRules],
     live: Sequence[LiveSession] = (),
     memo: PlanMemo | None = None,
+    settled: Sequence[SettledFile] = (),
 ) -> Plan:
     """The plan for the sessions in `selection` (all by default), by each provider's `rules`.
     Records carry what the cloud last said of them (`observation`): one that ended by itself
@@ -206,10 +209,16 @@ def make_plan(
     note about those carrying this state's tag that no record tracks. `given_paths` are the
     paths the desired set was read from (each as given and as absolute), for the note about
     records declared elsewhere; empty when unknown (a saved plan, a test). `memo`
-    (PlanMemo) remembers between plans made with the same key and secrets."""
+    (PlanMemo) remembers between plans made with the same key and secrets. `settled` are
+    files not read because the last apply left them settled (see settled.py): each of their
+    sessions is a noop against its record, which the caller checked is there
+    (`records_agree`); a selection reads every file, so the two do not go together."""
+    if settled and selection.limited:
+        raise ValueError("settled files are not reused under a selection")
     desired, records, outside = _in_scope(desired, records, selection)
     recorded = {record.name: record for record in records}
     declared = {session.name for session in desired}
+    declared.update(session.name for file in settled for session in file.sessions)
     unresolved = {ref for s in desired for ref in s.secret_references} - secrets.keys()
     redactors = {
         name: Redactor(sensitive.get(name, frozenset()), meta.fingerprint_key, secrets)
@@ -228,6 +237,18 @@ def make_plan(
             redactor = redactors[session.provider]
             actions.append(
                 _compare(session, record, redactor, unresolved, rules[session.provider], memo)
+            )
+    for file in settled:
+        for unchanged in file.sessions:
+            actions.append(
+                Action(
+                    ActionKind.NOOP,
+                    unchanged.name,
+                    unchanged.provider,
+                    unchanged.identity,
+                    UP_TO_DATE,
+                    recorded=recorded[unchanged.name],
+                )
             )
     for record in records:
         if record.name not in declared:
@@ -254,7 +275,7 @@ def make_plan(
         actions=tuple(actions),
         lineage=meta.lineage,
         serial=meta.serial,
-        violations=tuple(_violations(actions, desired, guards, selection)),
+        violations=tuple(_violations(actions, bool(declared), guards, selection)),
         created_at=created_at,
         max_stops=guards.max_stops,
         notes=_unresolved_note(sorted(unresolved), sorted(empty_references & unresolved))
@@ -386,7 +407,7 @@ def _compare_anew(
         session.name,
         session.provider,
         session.identity,
-        "up to date",
+        UP_TO_DATE,
         desired=session,
         recorded=record,
     )
@@ -524,14 +545,14 @@ def _desired_value(session: DesiredSession, name: str) -> object:
 
 def _violations(
     actions: Sequence[Action],
-    desired: Sequence[DesiredSession],
+    any_declared: bool,
     guards: Guards,
     selection: Selection,
 ) -> list[str]:
     violations: list[str] = []
     deletes = sum(1 for action in actions if action.kind is ActionKind.DELETE)
     # Sessions named with --target are stopped on purpose; an empty set is not an accident.
-    if not desired and deletes and not guards.allow_empty and not selection.targets:
+    if not any_declared and deletes and not guards.allow_empty and not selection.targets:
         if selection.limited:
             what = "no session in the selection is declared"
         else:

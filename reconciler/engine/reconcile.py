@@ -23,6 +23,7 @@ from reconciler.core.model import DesiredSession, LiveSession, SessionRecord, St
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import ActionKind, Guards, Plan, PlanMemo, make_plan
 from reconciler.core.selection import EVERY_SESSION, Selection
+from reconciler.core.settled import ManifestFile, settled_files
 from reconciler.engine.applier import Applier
 from reconciler.engine.calls import OnCall, ignore_calls
 from reconciler.engine.record_cache import CachingStore
@@ -227,6 +228,36 @@ class Engine:
             record = self.cache.known(action.name)
             if record is not None:
                 self._memo.texts[id(session)] = (session, record.spec_json)
+
+    async def record_settled(
+        self,
+        desired: Sequence[DesiredSession],
+        files: Sequence[ManifestFile],
+        secrets: Mapping[str, str],
+        options: RunOptions,
+        code: str,
+    ) -> int:
+        """After a run that left nothing failed: plan every declared session once more, against
+        the records as the run left them, and keep the files all of whose sessions that plan
+        leaves alone (core/settled.py), so that the next `plan` need not read them. Nothing
+        under a selection (its plan does not cover every file). How many files were kept."""
+        if options.selection.limited:
+            return 0
+        records = await self._records()
+        meta = await asyncio.to_thread(self.store.meta)
+        plan = self._plan(desired, records, meta, secrets, options, ())
+        found = settled_files(
+            (action.name for action in plan.actions if action.kind is ActionKind.NOOP),
+            files,
+            desired,
+            serial=meta.serial,
+            code=code,
+            secrets=secrets,
+            key=meta.fingerprint_key,
+        )
+        self.lock.verify()
+        kept = await asyncio.to_thread(self.store.record_settled, found, meta.serial)
+        return len(found) if kept else 0
 
     async def reconcile_once(
         self,

@@ -7,11 +7,13 @@ made against have moved on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta
+from reconciler.core.settled import SettledFile
 from reconciler.errors import LockHolder
 
 
@@ -57,6 +59,16 @@ class StateStore(Protocol):
     def rename_record(self, old: str, new: str) -> None:
         """Give record `old` the name `new`, every other field kept, bumping the serial; raise
         StateError when `old` is not recorded, `new` is, or either has a pending intent."""
+        ...
+
+    def settled_files(self) -> list[SettledFile]:
+        """What the last applies found settled (see core/settled.py), in no particular order."""
+        ...
+
+    def record_settled(self, files: Sequence[SettledFile], serial: int) -> bool:
+        """Keep `files`, found settled against the records at `serial`, dropping those found
+        at any other serial; nothing is written (False) when the state is no longer at
+        `serial`. The serial does not move: the records do not change."""
         ...
 
     def begin_intent(

@@ -9,9 +9,11 @@ with `create=True`.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta
+from reconciler.core.settled import SettledFile
 from reconciler.errors import LockHolder, StateError
 from reconciler.state.base import LockHandle, RecordChange
 
@@ -41,6 +43,12 @@ class EmptyState:
         raise self._read_only()
 
     def rename_record(self, old: str, new: str) -> None:
+        raise self._read_only()
+
+    def settled_files(self) -> list[SettledFile]:
+        return []
+
+    def record_settled(self, files: Sequence[SettledFile], serial: int) -> bool:
         raise self._read_only()
 
     def begin_intent(

@@ -7,7 +7,10 @@ new holder is recovering. Reads pass through unchecked; they cannot hurt anyone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reconciler.core.model import JournalOp, SessionRecord
+from reconciler.core.settled import SettledFile
 from reconciler.state.base import LockHandle, RecordChange, StateStore
 from reconciler.state.wrapped import WrappedStore
 
@@ -30,6 +33,10 @@ class FencedStore(WrappedStore):
     def rename_record(self, old: str, new: str) -> None:
         self._held.verify()
         super().rename_record(old, new)
+
+    def record_settled(self, files: Sequence[SettledFile], serial: int) -> bool:
+        self._held.verify()
+        return super().record_settled(files, serial)
 
     def begin_intent(
         self, name: str, op: JournalOp, provider: str, identity: str, payload_json: str

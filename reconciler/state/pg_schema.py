@@ -1,6 +1,7 @@
 """The PostgreSQL state's tables and the migrations that create them.
 
-One schema holds `schema_version` (one row), `meta`, `sessions`, `journal` and `lock_holder`.
+One schema holds `schema_version` (one row), `meta`, `sessions`, `journal`, `lock_holder` and
+`settled_files`.
 Every statement names its tables with the schema, so the session's search_path never matters
 and a pooler that resets it cannot send us elsewhere.
 
@@ -89,11 +90,23 @@ MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "ALTER TABLE {sessions} ADD COLUMN attempt text",
         "ALTER TABLE {sessions} ADD COLUMN observation text",
     ),
+    # 4: the manifest files the last apply left settled (see core/settled.py); a cache of
+    # verdicts, never the only copy of anything: emptying it only makes a plan read more.
+    (
+        """CREATE TABLE {settled_files} (
+            source text PRIMARY KEY,
+            digest text NOT NULL,
+            context text NOT NULL,
+            serial bigint NOT NULL,
+            sessions text NOT NULL,
+            secret_references text NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The tables every statement names, each qualified with the state's schema.
-TABLES = ("meta", "sessions", "journal", "lock_holder", "schema_version")
+TABLES = ("meta", "sessions", "journal", "lock_holder", "schema_version", "settled_files")
 
 # Relations a migration creates: finding one in a schema without schema_version means the
 # schema belongs to something else, which is refused rather than migrated.
@@ -105,6 +118,7 @@ _OWN_RELATIONS = [
     "journal_pending",
     "journal_finished",
     "lock_holder",
+    "settled_files",
 ]
 
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta, Status
+from reconciler.core.settled import SettledFile, sessions_column, settled_from_columns
 from reconciler.errors import LockHeld, LockHolder, StateError, StateMissing
 from reconciler.state.base import RecordChange, rename_refusal
 from reconciler.state.pg_lock import PgLockHandle
@@ -389,6 +391,59 @@ class PostgresStateStore:
     def _bump(self, conn: psycopg.Connection[DictRow]) -> None:
         # In SQL, not read-modify-write: the row lock makes two processes' bumps add up.
         conn.execute(self._sql("UPDATE {meta} SET serial = serial + 1"))
+
+    # -- settled files -------------------------------------------------------------------
+
+    def settled_files(self) -> list[SettledFile]:
+        with self._session() as conn:
+            rows = conn.execute(
+                self._sql(
+                    "SELECT source, digest, context, serial, sessions, secret_references"
+                    " FROM {settled_files}"
+                )
+            ).fetchall()
+        return [
+            settled_from_columns(
+                str(row["source"]),
+                str(row["digest"]),
+                str(row["context"]),
+                int(row["serial"]),
+                str(row["sessions"]),
+                str(row["secret_references"]),
+            )
+            for row in rows
+        ]
+
+    def record_settled(self, files: Sequence[SettledFile], serial: int) -> bool:
+        with self._write() as conn:
+            # FOR UPDATE: a record change (which bumps the serial) waits until this commits.
+            row = conn.execute(self._sql("SELECT serial FROM {meta} FOR UPDATE")).fetchone()
+            if row is None or int(row["serial"]) != serial:
+                return False
+            conn.execute(self._sql("DELETE FROM {settled_files} WHERE serial <> %s"), (serial,))
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    self._sql(
+                        "INSERT INTO {settled_files}"
+                        " (source, digest, context, serial, sessions, secret_references)"
+                        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source) DO UPDATE SET"
+                        " digest = EXCLUDED.digest, context = EXCLUDED.context,"
+                        " serial = EXCLUDED.serial, sessions = EXCLUDED.sessions,"
+                        " secret_references = EXCLUDED.secret_references"
+                    ),
+                    [
+                        (
+                            file.source,
+                            file.digest,
+                            file.context,
+                            file.serial,
+                            sessions_column(file),
+                            json.dumps(list(file.references)),
+                        )
+                        for file in files
+                    ],
+                )
+        return True
 
     # -- journal -------------------------------------------------------------------------
 

@@ -15,13 +15,14 @@ import sqlite3
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta, Status
+from reconciler.core.settled import SettledFile, sessions_column, settled_from_columns
 from reconciler.errors import LockHolder, StateError, StateMissing
 from reconciler.state.base import RecordChange, rename_refusal
 from reconciler.state.filelock import FileLock, FileLockHandle, open_private
@@ -83,6 +84,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE sessions ADD COLUMN attempt TEXT",
         "ALTER TABLE sessions ADD COLUMN observation TEXT",
     ),
+    # 4: the manifest files the last apply left settled (see core/settled.py); a cache of
+    # verdicts, never the only copy of anything: emptying it only makes a plan read more.
+    (
+        """CREATE TABLE settled_files (
+            source TEXT PRIMARY KEY,
+            digest TEXT NOT NULL,
+            context TEXT NOT NULL,
+            serial INTEGER NOT NULL,
+            sessions TEXT NOT NULL,
+            secret_references TEXT NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -91,6 +104,7 @@ _RECORD_COLUMNS = (
     " announcements_delivered, protect, labels, created_at, updated_at, last_error, source,"
     " attempt, observation"
 )
+_SETTLED_COLUMNS = "source, digest, context, serial, sessions, secret_references"
 _JOURNAL_COLUMNS = (
     "id, name, op, provider, identity, payload_json, started_at, outcome, finished_at"
 )
@@ -290,6 +304,26 @@ class SqliteStateStore:
             conn.execute("UPDATE sessions SET name = ? WHERE name = ?", (new, old))
             _bump(conn)
 
+    # -- settled files --------------------------------------------------------------------
+
+    def settled_files(self) -> list[SettledFile]:
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {_SETTLED_COLUMNS} FROM settled_files").fetchall()
+        return [settled_from_columns(*row) for row in rows]
+
+    def record_settled(self, files: Sequence[SettledFile], serial: int) -> bool:
+        with self._write() as conn:
+            current = int(conn.execute("SELECT serial FROM meta").fetchone()[0])
+            if current != serial:
+                return False
+            conn.execute("DELETE FROM settled_files WHERE serial != ?", (serial,))
+            conn.executemany(
+                f"INSERT OR REPLACE INTO settled_files ({_SETTLED_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [_settled_row(file) for file in files],
+            )
+        return True
+
     # -- journal --------------------------------------------------------------------------
 
     def begin_intent(
@@ -452,6 +486,11 @@ def _upsert(conn: sqlite3.Connection, record: SessionRecord) -> None:
             observation_text(record.observation),
         ),
     )
+
+
+def _settled_row(file: SettledFile) -> tuple[str, str, str, int, str, str]:
+    references = json.dumps(list(file.references))
+    return (file.source, file.digest, file.context, file.serial, sessions_column(file), references)
 
 
 def _bump(conn: sqlite3.Connection) -> None:

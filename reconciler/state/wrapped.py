@@ -4,9 +4,11 @@ and leave the rest as it is."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta
+from reconciler.core.settled import SettledFile
 from reconciler.errors import LockHolder
 from reconciler.state.base import LockHandle, RecordChange, StateStore
 
@@ -33,6 +35,12 @@ class WrappedStore:
 
     def rename_record(self, old: str, new: str) -> None:
         self._store.rename_record(old, new)
+
+    def settled_files(self) -> list[SettledFile]:
+        return self._store.settled_files()
+
+    def record_settled(self, files: Sequence[SettledFile], serial: int) -> bool:
+        return self._store.record_settled(files, serial)
 
     def begin_intent(
         self, name: str, op: JournalOp, provider: str, identity: str, payload_json: str
