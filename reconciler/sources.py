@@ -157,9 +157,9 @@ def read_manifests(
             read.problems.append(data)
             continue
         if digests or reusable:
-            digest = content_digest(data)
-            read.files.append(ManifestFile(path, digest))
-            settled = reusable.get(path) if reusable else None
+            digest, key = content_digest(data), settled_key(path)
+            read.files.append(ManifestFile(path, digest, key))
+            settled = reusable.get(key) if reusable else None
             if settled is not None and settled.digest == digest:
                 read.reused.append(settled)
                 continue
@@ -168,6 +168,11 @@ def read_manifests(
         if document is not None:
             read.documents.append(document)
     return read
+
+
+def settled_key(path: str) -> str:
+    """The key a file is settled under (see ManifestFile): relative to the working directory."""
+    return os.path.normpath(os.path.relpath(path))
 
 
 def explicit_files(paths: list[str]) -> frozenset[str]:

@@ -71,16 +71,20 @@ def environment(ws: Workspace, env: Mapping[str, str] | None = None) -> Iterator
                 patch.delenv(key)
         for key, value in (env if env is not None else ws.env()).items():
             patch.setenv(key, value)
+        patch.chdir(ws.root)
         yield
 
 
 def skipped(
-    ws: Workspace, env: Mapping[str, str] | None = None, refreshing: bool = True
+    ws: Workspace,
+    env: Mapping[str, str] | None = None,
+    refreshing: bool = True,
+    path: str | None = None,
 ) -> set[str]:
     """The files a plan in `env` would not read: the names of those load_manifests reuses."""
     with environment(ws, env), SqliteStateStore(ws.state, create=False) as store:
         reusable = reusable_settled(store, store.meta(), refreshing)
-        read = load_manifests([str(ws.manifests)], reusable)
+        read = load_manifests([path or str(ws.manifests)], reusable)
     return {Path(file.source).name for file in read.reused}
 
 
@@ -127,6 +131,9 @@ def test_after_an_apply_no_file_is_read_and_the_plan_is_the_same(ws: Workspace) 
     assert actions(result) == {"a1": "noop", "a2": "noop", "b1": "noop"}
     text = ws.run_here("plan", str(ws.manifests))
     assert text.code == 0 and "No changes. 3 running session(s)" in text.out, str(text)
+    # Applied from the absolute path; planned from the repository's root, as a pipeline does.
+    for form in ("desired", "./desired", "desired/"):
+        assert skipped(ws, path=form) == {"a.json", "b.json", "empty.json"}, form
 
 
 def test_an_edited_file_is_read_and_the_others_are_not(ws: Workspace) -> None:
@@ -282,9 +289,9 @@ def test_the_context_moves_with_the_build_each_secret_value_and_the_key() -> Non
 
 def test_only_files_whose_every_session_is_a_noop_settle() -> None:
     sessions = [_desired("a", "f1"), _desired("b", "f1"), _desired("c", "f2")]
-    files = [ManifestFile("f1", "d1"), ManifestFile("f2", "d2"), ManifestFile("f3", "d3")]
+    files = [ManifestFile(f"f{n}", f"d{n}", f"k{n}") for n in (1, 2, 3)]
     found = settled_files(["a", "c"], files, sessions, serial=7, code="x", secrets={}, key=b"k")
-    assert [(f.source, f.serial, f.digest) for f in found] == [("f2", 7, "d2"), ("f3", 7, "d3")]
+    assert [(f.source, f.serial, f.digest) for f in found] == [("k2", 7, "d2"), ("k3", 7, "d3")]
     assert found[0].sessions == (SettledSession("c", "volcengine", "app/c"),)
     assert found[1].sessions == ()
 

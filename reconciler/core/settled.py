@@ -33,10 +33,14 @@ _UNRESOLVED = "-"
 
 @dataclass(frozen=True, slots=True)
 class ManifestFile:
-    """A manifest as read: its path (as discovered under the given paths) and its bytes' digest."""
+    """A manifest as read: its path as discovered under the given paths (its sessions'
+    `source.file`), its bytes' digest, and the key it is settled under: the path relative to
+    the working directory, so `sessions/`, `./sessions` and the absolute path name one file,
+    and a pipeline's checkout in another directory still finds it."""
 
     path: str
     digest: str
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,7 @@ class SettledSession:
 
 @dataclass(frozen=True, slots=True)
 class SettledFile:
-    source: str  # the file's path, as discovered under the paths the apply was given
+    source: str  # the file's key (ManifestFile.key)
     digest: str  # content_digest of the bytes the apply read
     context: str  # context_digest: the code, schemas and secret values the verdict rests on
     serial: int  # the state's serial the sessions were noops against
@@ -102,7 +106,7 @@ def settled_files(
         references = sorted({ref for session in own for ref in session.secret_references})
         found.append(
             SettledFile(
-                source=file.path,
+                source=file.key,
                 digest=file.digest,
                 context=context_digest(code, references, secrets, key),
                 serial=serial,

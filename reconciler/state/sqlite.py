@@ -266,7 +266,10 @@ class SqliteStateStore:
     def list_records(self) -> list[SessionRecord]:
         with self._read() as conn:
             rows = conn.execute(f"SELECT {_RECORD_COLUMNS} FROM sessions ORDER BY name").fetchall()
-        return [self._record(row) for row in rows]
+        # Sessions share label sets (a team, a region): each distinct text is parsed once, and
+        # its records share the (never mutated) mapping.
+        labels: dict[str, dict[str, str]] = {}
+        return [self._record(row, labels) for row in rows]
 
     def get_record(self, name: str) -> SessionRecord | None:
         with self._read() as conn:
@@ -419,8 +422,16 @@ class SqliteStateStore:
     def _now(self) -> str:
         return _iso(self._clock())
 
-    def _record(self, row: sqlite3.Row) -> SessionRecord:
+    def _record(
+        self, row: sqlite3.Row, labels_by_text: dict[str, dict[str, str]] | None = None
+    ) -> SessionRecord:
         try:
+            labels_text = row["labels"]
+            labels = labels_by_text.get(labels_text) if labels_by_text is not None else None
+            if labels is None:
+                labels = _string_map(json_column(labels_text))
+                if labels_by_text is not None:
+                    labels_by_text[labels_text] = labels
             return SessionRecord(
                 name=row["name"],
                 provider=row["provider"],
@@ -433,7 +444,7 @@ class SqliteStateStore:
                     str(item) for item in json_column(row["announcements_delivered"])
                 ),
                 protect=bool(row["protect"]),
-                labels=_string_map(json_column(row["labels"])),
+                labels=labels,
                 created_at=row["created_at"],
                 updated_at=row["updated_at"],
                 last_error=row["last_error"],
