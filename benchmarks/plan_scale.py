@@ -40,6 +40,7 @@ Prints figures, never asserts; exits 0 even when a target is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -435,7 +436,10 @@ def state_via_api(manifests: Path, state: Path) -> tuple[float, str]:
     from reconciler.workspace import code_digest, load_manifests, schema_set, secrets_for, utc_now
 
     started = time.perf_counter()
-    read = load_manifests([str(manifests)])
+    # From the directory the plans run in, as an apply there would: a file is settled under
+    # its path relative to the working directory.
+    with contextlib.chdir(manifests.parent):
+        read = load_manifests([str(manifests)])
     desired = read.sessions
     secrets = secrets_for(desired, strict=True)
     store = SqliteStateStore(state)
