@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,12 +108,14 @@ def _plan_from_files(
     before = store.meta()
     reusable = {} if selection.limited else reusable_settled(store, before, refresh is not None)
     manifests = load_manifests(paths, reusable)
+    reused: tuple[SettledFile, ...] = manifests.reused
     with collection_paused():  # (see collector.py; not over the refresh's event loop)
-        records = store.list_records()
-    meta = store.meta()
-    reused = manifests.reused
-    if reused and (meta.serial != before.serial or not records_agree(reused, records)):
-        manifests, reused = load_manifests(paths), ()
+        records = _records_besides(store, reused) if reused else None
+        meta = store.meta()
+        if records is None or meta.serial != before.serial:
+            if reused:
+                manifests, reused = load_manifests(paths), ()
+            records, meta = store.list_records(), store.meta()
     desired = manifests.sessions
     secrets = resolve_secrets(desired)
     live: list[LiveSession] = []
@@ -138,6 +140,29 @@ def _plan_from_files(
             live=live,
             settled=reused,
         )
+
+
+# Past this many records outside the settled files, one full listing costs less than reading
+# them one by one.
+_RECORDS_READ_ONE_BY_ONE = 1_000
+
+
+def _records_besides(
+    store: StateStore, reused: Sequence[SettledFile]
+) -> list[SessionRecord] | None:
+    """The records of every session but those of the reused files (whose noops need only
+    their heads), ordered by name; None when a reused session's head does not agree with
+    what the apply saw (`records_agree`) or a record vanished meanwhile: read every file."""
+    heads = store.record_heads()
+    if not records_agree(reused, heads):
+        return None
+    settled = {session.name for file in reused for session in file.sessions}
+    others = [head.name for head in heads if head.name not in settled]
+    if len(others) > _RECORDS_READ_ONE_BY_ONE:
+        return [record for record in store.list_records() if record.name not in settled]
+    records = [store.get_record(name) for name in others]
+    found = [record for record in records if record is not None]
+    return found if len(found) == len(others) else None
 
 
 def reusable_settled(

@@ -23,6 +23,7 @@ from reconciler.core.model import (
     JournalOp,
     Liveness,
     Observation,
+    RecordHead,
     SessionRecord,
     Status,
 )
@@ -175,6 +176,24 @@ def _settled(source: str, serial: int, *names: str) -> SettledFile:
     )
 
 
+def check_record_heads_are_the_records_in_short(open_store: StoreFactory) -> None:
+    ended = Observation(Liveness.ENDED, "Finished", "2026-01-01T00:00:00Z")
+    running = Observation(Liveness.RUNNING, "Executing", "2026-01-01T00:00:00Z")
+    with opened(open_store) as store:
+        assert store.record_heads() == []
+        store.put_record(full_record("c", observation=ended))
+        store.put_record(full_record("a", observation=None))
+        store.put_record(full_record("b", provider="aliyun", identity="x", observation=running))
+        heads = store.record_heads()
+        records = store.list_records()
+        ends = [r.observation is not None and r.observation.ended for r in records]
+        assert heads == [
+            RecordHead(r.name, r.provider, r.identity, end)
+            for r, end in zip(records, ends, strict=True)
+        ]
+        assert [h.ended for h in heads] == [False, False, True]
+
+
 def check_settled_files_are_kept_for_their_serial_only(open_store: StoreFactory) -> None:
     with opened(open_store) as store:
         assert store.settled_files() == []
@@ -320,6 +339,7 @@ CONTRACT: tuple[Callable[[StoreFactory], None], ...] = (
     check_put_replaces,
     check_serial_moves_exactly_on_record_changes,
     check_settled_files_are_kept_for_their_serial_only,
+    check_record_heads_are_the_records_in_short,
     check_finish_intent_applies_its_change,
     check_failed_finish_changes_nothing,
     check_pending_intents_oldest_first,

@@ -28,8 +28,9 @@ from apply_helpers import (
     session,
 )
 
+from reconciler import commands
 from reconciler.commands import reusable_settled
-from reconciler.core.model import DesiredSession, Location, SessionRecord
+from reconciler.core.model import DesiredSession, Location, RecordHead
 from reconciler.core.settled import (
     ManifestFile,
     SettledFile,
@@ -185,7 +186,13 @@ def test_any_record_written_since_reads_every_file(ws: Workspace) -> None:
     assert skipped(ws) == {"a.json", "b.json", "empty.json"}
 
 
-def test_a_removed_file_stops_its_sessions_and_the_others_stay_unread(ws: Workspace) -> None:
+@pytest.mark.parametrize("one_by_one", [True, False], ids=["records-one-by-one", "one-listing"])
+def test_a_removed_file_stops_its_sessions_and_the_others_stay_unread(
+    ws: Workspace, one_by_one: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The records outside the settled files are read one by one, or (past a threshold) in
+    # one listing: the same plan either way.
+    monkeypatch.setattr(commands, "_RECORDS_READ_ONE_BY_ONE", 1_000 if one_by_one else 0)
     declare_three(ws)
     applied(ws)
     (ws.manifests / "a.json").unlink()
@@ -193,6 +200,11 @@ def test_a_removed_file_stops_its_sessions_and_the_others_stay_unread(ws: Worksp
     result = same_plan(ws, "--max-stops", "5")
     assert result.code == 2
     assert actions(result) == {"a1": "delete", "a2": "delete", "b1": "noop"}
+    # One more file that changed beside them: its records are read too.
+    ws.declare([session("b1", prompt="Be curt.")], "b.json")
+    assert skipped(ws) == {"empty.json"}
+    result = same_plan(ws, "--max-stops", "5")
+    assert actions(result) == {"a1": "delete", "a2": "delete", "b1": "replace"}
 
 
 def test_a_duplicate_of_an_unread_session_is_reported_as_ever(ws: Workspace) -> None:
@@ -332,10 +344,11 @@ def test_collisions_and_records_are_checked_across_reused_files() -> None:
     assert collides([_desired("a", "f3")], [one])
     twin = SettledFile("f2", "d", "c", 1, (SettledSession("z", "volcengine", "i1"),), ())
     assert collides([], [one, twin])  # the same task under two names
-    record = SessionRecord("a", "volcengine", "i1", "fp", "{}")
-    assert records_agree([one], [record])
+    assert records_agree([one], [RecordHead("a", "volcengine", "i1", ended=False)])
     assert not records_agree([one], [])
-    assert not records_agree([one], [SessionRecord("a", "volcengine", "i9", "fp", "{}")])
+    assert not records_agree([one], [RecordHead("a", "volcengine", "i9", ended=False)])
+    assert not records_agree([one], [RecordHead("a", "aliyun", "i1", ended=False)])
+    assert not records_agree([one], [RecordHead("a", "volcengine", "i1", ended=True)])
 
 
 def test_the_build_digest_is_stable_within_a_process() -> None:

@@ -161,6 +161,17 @@ class SessionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordHead:
+    """What a plan needs of a record it does not compare (a session of a settled file, see
+    settled.py): whose it is, where it runs, and whether the cloud said it ended."""
+
+    name: str
+    provider: str
+    identity: str
+    ended: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StateMeta:
     """The identity of a state's history (lineage), its version (serial) and its hashing key."""
 

@@ -212,7 +212,8 @@ def make_plan(
     (PlanMemo) remembers between plans made with the same key and secrets. `settled` are
     files not read because the last apply left them settled (see settled.py): each of their
     sessions is a noop against its record, which the caller checked is there
-    (`records_agree`); a selection reads every file, so the two do not go together."""
+    (`records_agree`) and need not pass in `records` (their noops carry no record); a
+    selection reads every file, so the two do not go together."""
     if settled and selection.limited:
         raise ValueError("settled files are not reused under a selection")
     desired, records, outside = _in_scope(desired, records, selection)
@@ -247,7 +248,6 @@ def make_plan(
                     unchanged.provider,
                     unchanged.identity,
                     UP_TO_DATE,
-                    recorded=recorded[unchanged.name],
                 )
             )
     for record in records:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.core.model import DesiredSession, SessionRecord
+from reconciler.core.model import DesiredSession, RecordHead
 
 # The token of a reference that does not resolve where the plan runs. An apply writes no
 # such file (it resolves every reference first), so a plan without the secret reads the file.
@@ -156,19 +156,16 @@ def collides(parsed: Sequence[DesiredSession], reused: Sequence[SettledFile]) ->
     return False
 
 
-def records_agree(reused: Sequence[SettledFile], records: Sequence[SessionRecord]) -> bool:
+def records_agree(reused: Sequence[SettledFile], heads: Iterable[RecordHead]) -> bool:
     """Whether every reused session has its record, under the same provider and identity,
     and not ended by itself: what the apply saw at the same serial (checked, not assumed)."""
-    recorded = {record.name: record for record in records}
+    recorded = {head.name: head for head in heads}
     for file in reused:
         for session in file.sessions:
-            record = recorded.get(session.name)
-            if record is None or (record.provider, record.identity) != (
-                session.provider,
-                session.identity,
-            ):
+            head = recorded.get(session.name)
+            if head is None or head.ended:
                 return False
-            if record.observation is not None and record.observation.ended:
+            if (head.provider, head.identity) != (session.provider, session.identity):
                 return False
     return True
 

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta
+from reconciler.core.model import JournalEntry, JournalOp, RecordHead, SessionRecord, StateMeta
 from reconciler.core.settled import SettledFile
 from reconciler.errors import LockHolder
 
@@ -47,6 +47,11 @@ class StateStore(Protocol):
         ...
 
     def get_record(self, name: str) -> SessionRecord | None: ...
+
+    def record_heads(self) -> list[RecordHead]:
+        """Every record's head (name, provider, identity, ended), ordered by name: what a plan
+        needs of the records it does not compare, for a fraction of list_records' cost."""
+        ...
 
     def put_record(self, record: SessionRecord) -> None:
         """Insert or replace one record and bump the serial."""

@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
-from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta
+from reconciler.core.model import JournalEntry, JournalOp, RecordHead, SessionRecord, StateMeta
 from reconciler.core.settled import SettledFile
 from reconciler.errors import LockHolder, StateError
 from reconciler.state.base import LockHandle, RecordChange
@@ -35,6 +35,9 @@ class EmptyState:
 
     def get_record(self, name: str) -> SessionRecord | None:
         return None
+
+    def record_heads(self) -> list[RecordHead]:
+        return []
 
     def put_record(self, record: SessionRecord) -> None:
         raise self._read_only()

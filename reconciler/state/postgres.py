@@ -42,7 +42,14 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
-from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta, Status
+from reconciler.core.model import (
+    JournalEntry,
+    JournalOp,
+    RecordHead,
+    SessionRecord,
+    StateMeta,
+    Status,
+)
 from reconciler.core.settled import SettledFile, sessions_column, settled_from_columns
 from reconciler.errors import LockHeld, LockHolder, StateError, StateMissing
 from reconciler.state.base import RecordChange, rename_refusal
@@ -57,7 +64,7 @@ from reconciler.state.pg_url import (
     schema_from_url,
     spellings_of,
 )
-from reconciler.state.rows import observation_of, observation_text
+from reconciler.state.rows import ended_in, observation_of, observation_text
 
 __all__ = [
     "APPLICATION_NAME",
@@ -316,6 +323,23 @@ class PostgresStateStore:
                 self._sql("SELECT " + _RECORD_COLUMNS + " FROM {sessions} ORDER BY name")
             ).fetchall()
         return [self._record(row) for row in rows]
+
+    def record_heads(self) -> list[RecordHead]:
+        with self._session() as conn:
+            rows = conn.execute(
+                self._sql(
+                    "SELECT name, provider, identity, observation FROM {sessions} ORDER BY name"
+                )
+            ).fetchall()
+        try:
+            return [
+                RecordHead(
+                    row["name"], row["provider"], row["identity"], ended_in(row["observation"])
+                )
+                for row in rows
+            ]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StateError(f"state at {self.location}: a record is corrupt: {exc}") from exc
 
     def get_record(self, name: str) -> SessionRecord | None:
         with self._session() as conn:

@@ -40,6 +40,12 @@ def observation_text(observation: Observation | None) -> str | None:
     return json.dumps(document, sort_keys=True, ensure_ascii=False)
 
 
+def ended_in(text: str | None) -> bool:
+    """Whether an observation column says the session ended (as observation_of(text).ended)."""
+    observation = observation_of(text)
+    return observation is not None and observation.ended
+
+
 def observation_of(text: str | None) -> Observation | None:
     """The observation a column holds; raises ValueError/TypeError on anything else (the store
     reports the record as corrupt)."""

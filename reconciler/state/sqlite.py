@@ -21,12 +21,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta, Status
+from reconciler.core.model import (
+    JournalEntry,
+    JournalOp,
+    RecordHead,
+    SessionRecord,
+    StateMeta,
+    Status,
+)
 from reconciler.core.settled import SettledFile, sessions_column, settled_from_columns
 from reconciler.errors import LockHolder, StateError, StateMissing
 from reconciler.state.base import RecordChange, rename_refusal
 from reconciler.state.filelock import FileLock, FileLockHandle, open_private
-from reconciler.state.rows import json_column, observation_of, observation_text, status_of
+from reconciler.state.rows import (
+    ended_in,
+    json_column,
+    observation_of,
+    observation_text,
+    status_of,
+)
 
 # "RCNL": marks the file as ours, so a foreign SQLite database is refused rather than migrated.
 APPLICATION_ID = 0x52434E4C
@@ -270,6 +283,16 @@ class SqliteStateStore:
         # its records share the (never mutated) mapping.
         labels: dict[str, dict[str, str]] = {}
         return [self._record(row, labels) for row in rows]
+
+    def record_heads(self) -> list[RecordHead]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT name, provider, identity, observation FROM sessions ORDER BY name"
+            ).fetchall()
+        try:
+            return [RecordHead(row[0], row[1], row[2], ended_in(row[3])) for row in rows]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StateError(f"state at {self.path}: a record is corrupt: {exc}") from exc
 
     def get_record(self, name: str) -> SessionRecord | None:
         with self._read() as conn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
-from reconciler.core.model import JournalEntry, JournalOp, SessionRecord, StateMeta
+from reconciler.core.model import JournalEntry, JournalOp, RecordHead, SessionRecord, StateMeta
 from reconciler.core.settled import SettledFile
 from reconciler.errors import LockHolder
 from reconciler.state.base import LockHandle, RecordChange, StateStore
@@ -26,6 +26,9 @@ class WrappedStore:
 
     def get_record(self, name: str) -> SessionRecord | None:
         return self._store.get_record(name)
+
+    def record_heads(self) -> list[RecordHead]:
+        return self._store.record_heads()
 
     def put_record(self, record: SessionRecord) -> None:
         self._store.put_record(record)
