@@ -22,7 +22,7 @@ from reconciler.errors import SecretError, ValidationFailed
 from reconciler.providers.registry import provider_rules, schema_files
 from reconciler.schema_files import MANIFEST_SCHEMA, load_schema, schema_bytes
 from reconciler.secret_store import Resolved, resolve
-from reconciler.sources import read_documents, read_manifests
+from reconciler.sources import read_manifests
 
 
 @cache
@@ -33,12 +33,7 @@ def schema_set() -> SchemaSet:
 
 def load_desired(paths: Sequence[str]) -> tuple[DesiredSession, ...]:
     """Read and validate every file; raise ValidationFailed with every problem at once."""
-    with collection_paused():
-        documents, unreadable = read_documents(list(paths))
-        result = validate_documents(documents, schema_set(), provider_rules())
-    if unreadable or not result.ok:
-        raise ValidationFailed([*unreadable, *result.problems])
-    return result.sessions
+    return load_manifests(paths, digests=False).sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +47,18 @@ class Manifests:
 
 
 def load_manifests(
-    paths: Sequence[str], reusable: Mapping[str, SettledFile] | None = None
+    paths: Sequence[str],
+    reusable: Mapping[str, SettledFile] | None = None,
+    *,
+    digests: bool = True,
 ) -> Manifests:
-    """load_desired, with each file's digest; a file of `reusable` whose bytes are those it
-    was settled with is not parsed (settled.py). Should a reused session share a name or a
-    task with another, every file is read, so the duplicate is reported as always."""
+    """Read and validate every file, with each file's digest (unless `digests` is False); raise
+    ValidationFailed with every problem at once. A file of `reusable` whose bytes are those it
+    was settled with is not parsed (settled.py). Should a reused session share a name or a task
+    with another, or a read file have a problem, every file is read: the problems are then
+    reported as always, those that involve a reused file's sessions included."""
     with collection_paused():
-        read = read_manifests(list(paths), reusable=reusable)
+        read = read_manifests(list(paths), digests=digests, reusable=reusable)
         result = validate_documents(read.documents, schema_set(), provider_rules())
     if read.reused and (read.problems or not result.ok or collides(result.sessions, read.reused)):
         return load_manifests(paths)

@@ -170,9 +170,12 @@ def records_agree(reused: Sequence[SettledFile], heads: Iterable[RecordHead]) ->
     return True
 
 
-def sessions_column(file: SettledFile) -> str:
-    """The sessions as the stores keep them: JSON text, `[[name, provider, identity], ...]`."""
-    return json.dumps([[s.name, s.provider, s.identity] for s in file.sessions])
+def settled_columns(file: SettledFile) -> tuple[str, str, str, int, str, str]:
+    """The file as both stores keep it: source, digest, context, serial, the sessions as JSON
+    text (`[[name, provider, identity], ...]`) and the references as a JSON list."""
+    sessions = json.dumps([[s.name, s.provider, s.identity] for s in file.sessions])
+    references = json.dumps(list(file.references))
+    return (file.source, file.digest, file.context, file.serial, sessions, references)
 
 
 def settled_from_columns(

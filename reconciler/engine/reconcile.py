@@ -236,13 +236,13 @@ class Engine:
         secrets: Mapping[str, str],
         options: RunOptions,
         code: str,
-    ) -> int:
+    ) -> None:
         """After a run that left nothing failed: plan every declared session once more, against
         the records as the run left them, and keep the files all of whose sessions that plan
         leaves alone (core/settled.py), so that the next `plan` need not read them. Nothing
-        under a selection (its plan does not cover every file). How many files were kept."""
+        under a selection (its plan does not cover every file)."""
         if options.selection.limited:
-            return 0
+            return
         records = await self._records()
         meta = await asyncio.to_thread(self.store.meta)
         plan = self._plan(desired, records, meta, secrets, options, ())
@@ -256,8 +256,7 @@ class Engine:
             key=meta.fingerprint_key,
         )
         self.lock.verify()
-        kept = await asyncio.to_thread(self.store.record_settled, found, meta.serial)
-        return len(found) if kept else 0
+        await asyncio.to_thread(self.store.record_settled, found, meta.serial)
 
     async def reconcile_once(
         self,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import socket
 import threading
@@ -50,7 +49,7 @@ from reconciler.core.model import (
     StateMeta,
     Status,
 )
-from reconciler.core.settled import SettledFile, sessions_column, settled_from_columns
+from reconciler.core.settled import SettledFile, settled_columns, settled_from_columns
 from reconciler.errors import LockHeld, LockHolder, StateError, StateMissing
 from reconciler.state.base import RecordChange, rename_refusal
 from reconciler.state.pg_lock import PgLockHandle
@@ -455,17 +454,7 @@ class PostgresStateStore:
                         " serial = EXCLUDED.serial, sessions = EXCLUDED.sessions,"
                         " secret_references = EXCLUDED.secret_references"
                     ),
-                    [
-                        (
-                            file.source,
-                            file.digest,
-                            file.context,
-                            file.serial,
-                            sessions_column(file),
-                            json.dumps(list(file.references)),
-                        )
-                        for file in files
-                    ],
+                    [settled_columns(file) for file in files],
                 )
         return True
 

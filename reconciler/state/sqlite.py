@@ -29,7 +29,7 @@ from reconciler.core.model import (
     StateMeta,
     Status,
 )
-from reconciler.core.settled import SettledFile, sessions_column, settled_from_columns
+from reconciler.core.settled import SettledFile, settled_columns, settled_from_columns
 from reconciler.errors import LockHolder, StateError, StateMissing
 from reconciler.state.base import RecordChange, rename_refusal
 from reconciler.state.filelock import FileLock, FileLockHandle, open_private
@@ -346,7 +346,7 @@ class SqliteStateStore:
             conn.executemany(
                 f"INSERT OR REPLACE INTO settled_files ({_SETTLED_COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [_settled_row(file) for file in files],
+                [settled_columns(file) for file in files],
             )
         return True
 
@@ -520,11 +520,6 @@ def _upsert(conn: sqlite3.Connection, record: SessionRecord) -> None:
             observation_text(record.observation),
         ),
     )
-
-
-def _settled_row(file: SettledFile) -> tuple[str, str, str, int, str, str]:
-    references = json.dumps(list(file.references))
-    return (file.source, file.digest, file.context, file.serial, sessions_column(file), references)
 
 
 def _bump(conn: sqlite3.Connection) -> None:
