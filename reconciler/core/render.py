@@ -146,49 +146,60 @@ def spec_lines(
     if action.kind is not ActionKind.CREATE or action.desired is None:
         return []
     paths = sensitive.get(action.provider, frozenset())
-    lines: list[str] = []
-    known = SpecLinesMemo() if memo is None else memo
-    shared, leaves = known.subtrees, known.leaves
+    walk = _SpecWalk(paths, SpecLinesMemo() if memo is None else memo)
+    walk.node(action.desired.spec, (), "", False)
+    return walk.lines
 
-    marked = sensitive_keys(paths)
 
-    def walk(node: Any, path: tuple[str, ...], pointer: str, secret: bool) -> None:
+class _SpecWalk:
+    """One spec's walk for `spec_lines`. A class rather than a closure that calls itself: such
+    a closure is a reference cycle, and plans render while the cyclic collector is paused
+    (collector.py), so every create's lines would stay alive until the command ends."""
+
+    __slots__ = ("lines", "marked", "memo", "paths")
+
+    def __init__(self, paths: SensitivePaths, memo: SpecLinesMemo) -> None:
+        self.paths = paths
+        self.marked = sensitive_keys(paths)
+        self.lines: list[str] = []
+        self.memo = memo
+
+    def node(self, node: Any, path: tuple[str, ...], pointer: str, secret: bool) -> None:
+        lines, memo = self.lines, self.memo
         if isinstance(node, dict) and node:
-            key_of = (id(node), pointer, secret, id(paths))
-            done = shared.get(key_of)
+            key_of = (id(node), pointer, secret, id(self.paths))
+            done = memo.subtrees.get(key_of)
             if done is not None:
                 lines.extend(done)
                 return
             start = len(lines)
-            keys = marked.get(path, _NO_KEYS)
+            keys = self.marked.get(path, _NO_KEYS)
+            leaves = memo.leaves
             for key, value in node.items():
                 inner = secret or key in keys
                 kind = type(value)
                 if kind is dict or kind is list:
-                    walk(value, (*path, key), f"{pointer}/{escape_token(key)}", inner)
+                    self.node(value, (*path, key), f"{pointer}/{escape_token(key)}", inner)
                 elif inner and value is not None and not is_reference(value):
                     lines.append(f"+ {pointer}/{escape_token(key)}: {MASK}")
-                else:  # a leaf, without a call of walk: most of a spec's nodes are leaves
+                else:  # a leaf, without a call of node(): most of a spec's nodes are leaves
                     lines.append(_leaf_line(pointer, key, value, leaves))
-            seen = known.seen.setdefault((pointer, secret, id(paths)), {})
+            seen = memo.seen.setdefault((pointer, secret, id(self.paths)), {})
             if id(node) in seen:
-                shared[key_of] = lines[start:]
+                memo.subtrees[key_of] = lines[start:]
             else:
                 seen[id(node)] = None
                 if len(seen) > _SEEN_PER_PLACE:
                     del seen[next(iter(seen))]
         elif isinstance(node, list) and node:
             child_path = (*path, "*")
-            inner = secret or child_path in paths
+            inner = secret or child_path in self.paths
             for index, value in enumerate(node):
-                walk(value, child_path, f"{pointer}/{index}", inner)
+                self.node(value, child_path, f"{pointer}/{index}", inner)
         elif secret and node is not None and not is_reference(node):
             lines.append(f"+ {pointer}: {MASK}")
         else:
-            lines.append(_leaf_line(pointer, None, node, leaves))
-
-    walk(action.desired.spec, (), "", False)
-    return lines
+            lines.append(_leaf_line(pointer, None, node, memo.leaves))
 
 
 def describe_change(change: FieldChange) -> str:
@@ -264,17 +275,21 @@ def display_value(value: Any) -> Any:
 
 def masked_spec(spec: Any, paths: SensitivePaths) -> Any:
     """A declared spec fit for output: sensitive literals masked, references kept as written."""
+    return _masked(spec, paths, (), False)
 
-    def walk(node: Any, path: tuple[str, ...], sensitive: bool) -> Any:
-        if isinstance(node, dict):
-            return {k: walk(v, (*path, k), (*path, k) in paths) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v, (*path, "*"), sensitive or (*path, "*") in paths) for v in node]
-        if sensitive and node is not None and not is_reference(node):
-            return MASK
-        return node
 
-    return walk(spec, (), False)
+# A module-level function, not a closure: a closure that calls itself is a reference cycle,
+# and plans render while the cyclic collector is paused (collector.py), so every call's
+# garbage would stay alive until the command ends (or, frozen, for a daemon's lifetime).
+def _masked(node: Any, paths: SensitivePaths, path: tuple[str, ...], sensitive: bool) -> Any:
+    if isinstance(node, dict):
+        return {k: _masked(v, paths, (*path, k), (*path, k) in paths) for k, v in node.items()}
+    if isinstance(node, list):
+        inner = sensitive or (*path, "*") in paths
+        return [_masked(v, paths, (*path, "*"), inner) for v in node]
+    if sensitive and node is not None and not is_reference(node):
+        return MASK
+    return node
 
 
 def plan_document(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> dict[str, Any]:

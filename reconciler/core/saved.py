@@ -51,21 +51,33 @@ def literal_secrets(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> list
 
 def _literal_sensitive_pointers(spec: Any, paths: SensitivePaths) -> list[str]:
     found: list[str] = []
-
-    def walk(node: Any, path: tuple[str, ...], pointer: str, sensitive: bool) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                child = (*path, key)
-                walk(value, child, f"{pointer}/{escape_token(key)}", child in paths)
-        elif isinstance(node, list):
-            child = (*path, "*")
-            for index, value in enumerate(node):
-                walk(value, child, f"{pointer}/{index}", sensitive or child in paths)
-        elif sensitive and node is not None and not is_reference(node):
-            found.append(pointer)
-
-    walk(spec, (), "", False)
+    _find_literals(spec, paths, (), "", False, found)
     return found
+
+
+# Module level, not a closure calling itself: that would be a reference cycle per call, kept
+# alive while the cyclic collector is paused (collector.py).
+def _find_literals(
+    node: Any,
+    paths: SensitivePaths,
+    path: tuple[str, ...],
+    pointer: str,
+    sensitive: bool,
+    found: list[str],
+) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child = (*path, key)
+            _find_literals(
+                value, paths, child, f"{pointer}/{escape_token(key)}", child in paths, found
+            )
+    elif isinstance(node, list):
+        child = (*path, "*")
+        for index, value in enumerate(node):
+            inner = sensitive or child in paths
+            _find_literals(value, paths, child, f"{pointer}/{index}", inner, found)
+    elif sensitive and node is not None and not is_reference(node):
+        found.append(pointer)
 
 
 @dataclass(frozen=True, slots=True)
