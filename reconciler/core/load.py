@@ -256,16 +256,26 @@ class _NumberOutOfRange(Exception):
 
 def _checked_depth(path: str, value: Any) -> Any:
     """Refuse absurd nesting and numbers no field can hold; iterative so that the check itself
-    cannot overflow."""
+    cannot overflow.
+
+    On the way, equal strings become one object: the parsers make a new string for every
+    value, and the sessions of a file repeat most of theirs (a file of 100 sessions spelled out
+    whole holds each URL, provider and prompt 100 times): 21 MB of string values were 4 MB
+    of distinct ones at 10,000 sessions. Strings are immutable, so nothing can tell."""
     stack: list[tuple[Any, int]] = [(value, 1)] if type(value) in (dict, list) else []
     suspect = False
+    strings: dict[str, str] = {}
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise _fail(path, f"nested deeper than {MAX_DEPTH} levels")
-        for child in node.values() if type(node) is dict else node:
+        for slot, child in node.items() if type(node) is dict else enumerate(node):
             kind = type(child)
-            if kind is dict or kind is list:
+            if kind is str:
+                same = strings.setdefault(child, child)
+                if same is not child:
+                    node[slot] = same
+            elif kind is dict or kind is list:
                 stack.append((child, depth + 1))
             elif kind is int:
                 suspect = suspect or not INT_MIN <= child <= INT_MAX

@@ -52,6 +52,9 @@ class _YamlBuilder:
         self.loader = loader
         self.lines: dict[str, int] = {}
         self.built = 0
+        # Equal strings become one object, as in load.py's depth walk (the sessions of a file
+        # repeat most of their values).
+        self.strings: dict[str, str] = {}
 
     def build(self, node: yaml.Node, pointer: str, depth: int) -> Any:
         if depth > MAX_DEPTH:
@@ -76,6 +79,8 @@ class _YamlBuilder:
         problem = _number_problem(value, str(node.value))
         if problem is not None:
             raise self._number_fail(problem, node, pointer)
+        if type(value) is str:
+            return self.strings.setdefault(value, value)
         return value
 
     def _number_fail(self, problem: str, node: yaml.Node, pointer: str) -> ValidationFailed:

@@ -247,7 +247,7 @@ def _compact(value: Any) -> str:
         found = _COMPACT.get(key)
         if found is None:
             found = _COMPACT[key] = _clip(json.dumps(value, ensure_ascii=False))
-            if len(_COMPACT) > 65_536:  # bounded: a long-lived daemon renders many plans
+            if len(_COMPACT) > _COMPACT_KEPT:
                 _COMPACT.clear()
         return found
     return _clip(json.dumps(value, ensure_ascii=False, sort_keys=True))
@@ -255,6 +255,10 @@ def _compact(value: Any) -> str:
 
 # A leaf's text, once per distinct (type, value): most leaves repeat across sessions.
 _COMPACT: dict[tuple[type, Any], str] = {}
+# Bounded (cleared when full): the values that recur are made again within a few sessions of
+# a clear, and those each session alone holds (its RoomId, its greeting) must not fill the
+# memory: 65,536 entries were ~7 MB of a 10,000-create plan's peak, and a daemon lives on.
+_COMPACT_KEPT = 4096
 
 
 def _clip(text: str, limit: int = 120) -> str:
