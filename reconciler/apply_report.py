@@ -10,12 +10,12 @@ looks; the other results print as they finish.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
+from reconciler.core.json_text import indented_json
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Plan
 from reconciler.core.render import plan_document
@@ -96,7 +96,7 @@ def apply_document(
 
 def write_document(document: Mapping[str, Any], stream: IO[str] | None = None) -> None:
     out = stream or sys.stdout
-    out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    out.write(indented_json(document) + "\n")
 
 
 class Reporter:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from reconciler import exit_codes
 from reconciler.collector import collection_paused
+from reconciler.core.json_text import indented_json, indented_json_bytes
 from reconciler.core.model import (
     DesiredSession,
     JournalEntry,
@@ -24,7 +24,7 @@ from reconciler.core.model import (
 )
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Guards, Plan, make_plan
-from reconciler.core.render import render_json, text_chunks
+from reconciler.core.render import plan_document, render_json, text_chunks
 from reconciler.core.selection import Selection, selection_of
 from reconciler.core.settled import SettledFile, records_agree, usable
 from reconciler.errors import (
@@ -77,7 +77,7 @@ def validate(paths: list[str], output_format: str = "text") -> int:
 
 
 def _print_json(document: object) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(indented_json(document) + "\n")
 
 
 def guards_from(args: argparse.Namespace, settings: Settings) -> Guards:
@@ -295,9 +295,11 @@ def plan(args: argparse.Namespace) -> int:
         problems = literal_secrets(result, sensitive)
         if problems:
             raise ValidationFailed(problems)
-        # Signed as it will be read back (parsed JSON), so writer and verifier hash one value.
-        document = signed(json.loads(render_json(result, sensitive)), plan_key)
-        _write_atomically(Path(args.out), json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        # The verifier hashes the canonical JSON of the file as it reads it back; the document
+        # is plain JSON data, whose canonical text is the same before and after the round trip
+        # (tests/test_json_text.py), so it is signed as it is, without a parsed copy.
+        document = signed(plan_document(result, sensitive), plan_key)
+        _write_atomically(Path(args.out), (indented_json_bytes(document), b"\n"))
         print(
             f"Saved the plan to {args.out}; apply it with: reconciler apply {args.out}",
             file=sys.stderr,
@@ -316,7 +318,7 @@ def _target_problem(path: Path) -> str | None:
     return None
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, parts: Sequence[bytes]) -> None:
     """Write next to the target, then rename: a reader never sees half a plan. Nothing is left
     behind when it fails: the target is refused before writing when it cannot be a plan file,
     and the temporary file is removed on any failure."""
@@ -327,7 +329,8 @@ def _write_atomically(path: Path, text: str) -> None:
     step = f"cannot create a file in {path.parent}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(text, encoding="utf-8")
+        with temporary.open("wb") as file:
+            file.writelines(parts)
         step = f"cannot replace {path}"
         os.replace(temporary, path)
     except OSError as error:
@@ -369,7 +372,7 @@ def _state(args: argparse.Namespace, store: StateStore) -> int:
         records, pending = store.list_records(), store.pending_intents()
         if args.format == "json":
             listing = listing_documents(records, pending)
-            sys.stdout.write(json.dumps(listing, indent=2, ensure_ascii=False) + "\n")
+            sys.stdout.write(indented_json(listing) + "\n")
         else:
             sys.stdout.write(render_listing(records, pending))
         return exit_codes.OK
@@ -378,7 +381,7 @@ def _state(args: argparse.Namespace, store: StateStore) -> int:
         if record is None and all(entry.name != args.name for entry in pending):
             raise StateError(f'no session named "{args.name}" is recorded')
         document = session_document(args.name, record, pending)
-        sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(indented_json(document) + "\n")
         return exit_codes.OK
     if args.state_command == "mv":
         with store.lock(f"state mv {args.old} {args.new}"):

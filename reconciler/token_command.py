@@ -10,13 +10,13 @@ instead; neither form ever holds the key.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from reconciler import cli_help, exit_codes
+from reconciler.core.json_text import indented_json
 
 _U32_MAX = 2**32 - 1
 _HELP = argparse.RawDescriptionHelpFormatter
@@ -305,4 +305,4 @@ def _expired_note(expire_at: int) -> str:
 
 
 def _print_json(document: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(indented_json(document) + "\n")

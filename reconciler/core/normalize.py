@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
@@ -173,38 +173,11 @@ class Redactor:
 
     def _literals_marked(self, node: Any, trie: _Trie, sensitive: bool) -> Any:
         """The node with each sensitive value below it replaced by its marker (a reference's
-        marker says which reference); the node itself when there is none (the same object, not
-        a copy). Follows `_walk`: a flag reaches a list's items, while an object's members are
-        sensitive by their own paths only."""
-        kind = type(node)
-        if kind is dict:
-            copied: dict[str, Any] | None = None
-            for key, below in trie.children.items():
-                child = node.get(key, _MISSING)
-                if child is _MISSING:
-                    continue
-                if type(child) is str:  # most sensitive fields: marked here, without a call
-                    if not below.sensitive:
-                        continue
-                    marked: Any = self.marker(child)
-                else:
-                    marked = self._literals_marked(child, below, below.sensitive)
-                    if marked is child:
-                        continue
-                copied = dict(node) if copied is None else copied
-                copied[key] = marked
-            return node if copied is None else copied
-        if kind is list:
-            items = trie.children.get("*", _NO_TRIE)
-            inner = sensitive or items.sensitive
-            if not inner and not items.children:
-                return node
-            marked_items = [self._literals_marked(item, items, inner) for item in node]
-            same = all(a is b for a, b in zip(marked_items, node, strict=True))
-            return node if same else marked_items
-        if not sensitive or node is None:
-            return node
-        return self.marker(node if kind is str else canonical_json(node))
+        marker says which reference)."""
+        return marked_along(node, trie, sensitive, self._mark_leaf)
+
+    def _mark_leaf(self, value: Any) -> str:
+        return self.marker(value if type(value) is str else canonical_json(value))
 
     def _references_marked(self, encoded: str) -> str:
         parts: list[str] = []
@@ -238,6 +211,7 @@ _NO_TRIE = _Trie()
 _REFERENCE_TEXT = re.compile(r'"\$\{(?:[^"\\]|\\.)*"(?!:)')
 
 
+@functools.cache
 def _trie_of(paths: SensitivePaths) -> _Trie:
     root = _Trie()
     for path in paths:
@@ -246,6 +220,82 @@ def _trie_of(paths: SensitivePaths) -> _Trie:
             node = node.children.setdefault(token, _Trie())
         node.sensitive = True
     return root
+
+
+def sensitive_trie(paths: SensitivePaths) -> _Trie:
+    """The paths as the tree `marked_along` and `sensitive_leaves` follow (made once each)."""
+    return _trie_of(paths)
+
+
+def marked_along(node: Any, trie: _Trie, sensitive: bool, mark: Callable[[Any], Any]) -> Any:
+    """The node with each sensitive leaf below it replaced by `mark(leaf)` (None is left
+    alone; a leaf `mark` returns as it is stays), copied only along the sensitive paths: the
+    node itself when nothing changed (the same object, not a copy). A flag reaches a list's
+    items, while an object's members are sensitive by their own paths only (as `_walk`).
+    Its cost is the sensitive paths', not the spec's: a walk of every node was most of a
+    JSON plan's rendering."""
+    kind = type(node)
+    if kind is dict:
+        copied: dict[str, Any] | None = None
+        for key, below in trie.children.items():
+            child = node.get(key, _MISSING)
+            if child is _MISSING:
+                continue
+            if type(child) is str:  # most sensitive fields: marked here, without a call
+                if not below.sensitive:
+                    continue
+                marked: Any = mark(child)
+            else:
+                marked = marked_along(child, below, below.sensitive, mark)
+            if marked is child:
+                continue
+            copied = dict(node) if copied is None else copied
+            copied[key] = marked
+        return node if copied is None else copied
+    if kind is list:
+        items = trie.children.get("*", _NO_TRIE)
+        inner = sensitive or items.sensitive
+        if not inner and not items.children:
+            return node
+        marked_items = [marked_along(item, items, inner, mark) for item in node]
+        same = all(a is b for a, b in zip(marked_items, node, strict=True))
+        return node if same else marked_items
+    if not sensitive or node is None:
+        return node
+    return mark(node)
+
+
+def sensitive_leaves(node: Any, trie: _Trie) -> list[tuple[str, Any]]:
+    """(pointer, value) of each sensitive leaf below the node but None, by the rules of
+    `marked_along`, visiting only the sensitive paths."""
+    found: list[tuple[str, Any]] = []
+    _collect_sensitive(node, trie, False, "", found)
+    return found
+
+
+def _collect_sensitive(
+    node: Any, trie: _Trie, sensitive: bool, pointer: str, found: list[tuple[str, Any]]
+) -> None:
+    kind = type(node)
+    if kind is dict:
+        for key, below in trie.children.items():
+            child = node.get(key, _MISSING)
+            if child is _MISSING:
+                continue
+            if type(child) is str:  # most sensitive fields: without a call
+                if below.sensitive:
+                    found.append((f"{pointer}/{escape_token(key)}", child))
+            else:
+                place = f"{pointer}/{escape_token(key)}"
+                _collect_sensitive(child, below, below.sensitive, place, found)
+    elif kind is list:
+        items = trie.children.get("*", _NO_TRIE)
+        inner = sensitive or items.sensitive
+        if inner or items.children:
+            for index, item in enumerate(node):
+                _collect_sensitive(item, items, inner, f"{pointer}/{index}", found)
+    elif sensitive and node is not None:
+        found.append((pointer, node))
 
 
 def _escaped(text: str, position: int) -> bool:

@@ -11,8 +11,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.core.json_text import indented_json
 from reconciler.core.model import DesiredSession, Observation, SessionRecord
-from reconciler.core.normalize import SensitivePaths, is_marker, sensitive_keys
+from reconciler.core.normalize import (
+    SensitivePaths,
+    is_marker,
+    marked_along,
+    sensitive_keys,
+    sensitive_trie,
+)
 from reconciler.core.plan import UNCHANGING, Action, ActionKind, FieldChange, Plan
 from reconciler.core.secrets import escape_token, is_reference
 
@@ -278,22 +285,13 @@ def display_value(value: Any) -> Any:
 
 
 def masked_spec(spec: Any, paths: SensitivePaths) -> Any:
-    """A declared spec fit for output: sensitive literals masked, references kept as written."""
-    return _masked(spec, paths, (), False)
+    """A declared spec fit for output: sensitive literals masked, references kept as written.
+    Shares every subtree without a sensitive field with `spec` (a copy only along the paths)."""
+    return marked_along(spec, sensitive_trie(paths), False, _masked_leaf)
 
 
-# A module-level function, not a closure: a closure that calls itself is a reference cycle,
-# and plans render while the cyclic collector is paused (collector.py), so every call's
-# garbage would stay alive until the command ends (or, frozen, for a daemon's lifetime).
-def _masked(node: Any, paths: SensitivePaths, path: tuple[str, ...], sensitive: bool) -> Any:
-    if isinstance(node, dict):
-        return {k: _masked(v, paths, (*path, k), (*path, k) in paths) for k, v in node.items()}
-    if isinstance(node, list):
-        inner = sensitive or (*path, "*") in paths
-        return [_masked(v, paths, (*path, "*"), inner) for v in node]
-    if sensitive and node is not None and not is_reference(node):
-        return MASK
-    return node
+def _masked_leaf(value: Any) -> Any:
+    return value if is_reference(value) else MASK
 
 
 def plan_document(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> dict[str, Any]:
@@ -380,7 +378,7 @@ def desired_document(session: DesiredSession, paths: SensitivePaths) -> dict[str
 
 
 def render_json(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> str:
-    return json.dumps(plan_document(plan, sensitive), indent=2, ensure_ascii=False) + "\n"
+    return indented_json(plan_document(plan, sensitive)) + "\n"
 
 
 def record_document(record: SessionRecord) -> dict[str, Any]:

@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.core.model import Announcement, DesiredSession, Location, SessionRecord, StateMeta
-from reconciler.core.normalize import SensitivePaths
+from reconciler.core.normalize import SensitivePaths, sensitive_leaves, sensitive_trie
 from reconciler.core.plan import Action, ActionKind, FieldChange, Plan
 from reconciler.core.providers import ProviderRules
 from reconciler.core.render import PLAN_FORMAT_VERSION, PLAN_KIND
-from reconciler.core.secrets import escape_token, is_reference
+from reconciler.core.secrets import is_reference
 from reconciler.errors import PlanRefused, Problem
 
 
@@ -50,34 +50,11 @@ def literal_secrets(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> list
 
 
 def _literal_sensitive_pointers(spec: Any, paths: SensitivePaths) -> list[str]:
-    found: list[str] = []
-    _find_literals(spec, paths, (), "", False, found)
-    return found
-
-
-# Module level, not a closure calling itself: that would be a reference cycle per call, kept
-# alive while the cyclic collector is paused (collector.py).
-def _find_literals(
-    node: Any,
-    paths: SensitivePaths,
-    path: tuple[str, ...],
-    pointer: str,
-    sensitive: bool,
-    found: list[str],
-) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            child = (*path, key)
-            _find_literals(
-                value, paths, child, f"{pointer}/{escape_token(key)}", child in paths, found
-            )
-    elif isinstance(node, list):
-        child = (*path, "*")
-        for index, value in enumerate(node):
-            inner = sensitive or child in paths
-            _find_literals(value, paths, child, f"{pointer}/{index}", inner, found)
-    elif sensitive and node is not None and not is_reference(node):
-        found.append(pointer)
+    return [
+        pointer
+        for pointer, value in sensitive_leaves(spec, sensitive_trie(paths))
+        if not is_reference(value)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
