@@ -65,6 +65,9 @@ def parse_document(path: str, data: bytes) -> Document:
     try:
         if lower.endswith(".json"):
             value = _checked(path, _parse_json(path, text), text, _json_line)
+            if _SURROGATE_ESCAPE.search(data):
+                line_of = functools.partial(_json_line, text)
+                _refuse_lone_surrogates(path, value, line_of, "as a pair, such as \\ud83d\\ude00")
             return Document(path, value, holds_dollar=dollar)
         if lower.endswith(".toml"):
             toml = _plain(_parse_toml(path, text))
@@ -75,6 +78,9 @@ def parse_document(path: str, data: bytes) -> Document:
             from reconciler.core.load_yaml import parse_yaml
 
             value, lines = parse_yaml(path, text)
+            if _SURROGATE_ESCAPE.search(data):
+                # (libyaml refuses them itself; PyYAML's Python parser, its fallback, does not.)
+                _refuse_lone_surrogates(path, value, _line_in(lines), "as \\U0001F600")
             return Document(path, value, lines, holds_dollar=dollar)
     except RecursionError:
         raise _fail(path, f"nested deeper than {MAX_DEPTH} levels") from None
@@ -171,6 +177,55 @@ _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _TOML_DUPLICATE = ("Cannot overwrite a value", "Cannot declare")
 # An integer too long for Python to convert (digits, and TOML's `_` separators).
 _HUGE_INTEGER = re.compile(r"(?<![\w.])[+-]?[0-9][0-9_]{4300,}(?![\w.])")
+
+
+# A `\u` escape of a UTF-16 surrogate, in JSON (`\ud83d`) or YAML (also `\U0000d83d`; TOML
+# refuses them itself). A pair of them is how JSON writes a character past U+FFFF, and the
+# parser joins the pair; one alone is not a character: nothing could print it or send it.
+_SURROGATE_ESCAPE = re.compile(rb"\\(?:u|U0000)[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_lone_surrogates(
+    path: str, value: Any, line_of: Callable[[str], int | None], escaped: str
+) -> None:
+    """A ValidationFailed at the first key or string holding a lone surrogate (a file whose
+    bytes escape one: the others cannot hold any). `escaped`: how the format escapes a
+    character past U+FFFF."""
+    found = _lone_surrogate(value, "")
+    if found is None:
+        return
+    pointer, code = found
+    message = (
+        f"\\u{code:04x} alone is not a character (half of a surrogate pair): a character "
+        f"past U+FFFF is escaped {escaped}, or written as itself"
+    )
+    shown = pointer.encode("utf-8", "backslashreplace").decode("utf-8")
+    raise _fail(path, message, line_of(pointer), shown)
+
+
+def _line_in(lines: Mapping[str, int]) -> Callable[[str], int | None]:
+    return lambda pointer: lines.get(pointer or "/")
+
+
+def _lone_surrogate(node: Any, pointer: str) -> tuple[str, int] | None:
+    """(pointer, code point) of the first key or string with a lone surrogate, or None."""
+    if type(node) is str:
+        match = _SURROGATE.search(node)
+        return None if match is None else (pointer, ord(match.group()))
+    if type(node) is dict:
+        for key, child in node.items():
+            place = f"{pointer}/{_escape(key)}"
+            match = _SURROGATE.search(key)
+            found = (place, ord(match.group())) if match else _lone_surrogate(child, place)
+            if found is not None:
+                return found
+    elif type(node) is list:
+        for index, child in enumerate(node):
+            found = _lone_surrogate(child, f"{pointer}/{index}")
+            if found is not None:
+                return found
+    return None
 
 
 def _json_line(text: str, pointer: str) -> int | None:
