@@ -81,12 +81,12 @@ def text_chunks(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> Iterator
     """The text plan, one action at a time: a plan of 10,000 creates is ~25 MB of text, which
     the caller writes as it comes instead of holding it whole (twice, while it is joined)."""
     changes = plan.changes
-    memo = SpecLinesMemo()
+    memo = SpecLinesMemo(indent="      ")
     if changes:
         yield "reconciler will perform these actions:\n\n"
         for action in changes:
             lines = _action_lines(action)
-            lines.extend(f"      {line}" for line in spec_lines(action, sensitive, memo))
+            lines += spec_lines(action, sensitive, memo)
             lines.append("")
             yield "\n".join(lines) + "\n"
     tail: list[str] = []
@@ -131,8 +131,9 @@ class SpecLinesMemo:
     """What one rendering remembers across its creates: the lines of each subtree several specs
     share, at its pointer, and each leaf's line by its place, type and value: a merged object
     (defaults under one session's overrides) is that session's own, but most of its leaves are
-    the same in every session."""
+    the same in every session. `indent` starts each line (the lines are remembered with it)."""
 
+    indent: str = ""
     subtrees: dict[tuple[int, str, bool, int], list[str]] = field(default_factory=dict)
     leaves: dict[tuple[Any, ...], str] = field(default_factory=dict)
     # The subtrees last seen at each place (pointer, flag, paths), a bounded number of them:
@@ -188,9 +189,14 @@ class _SpecWalk:
                 if kind is dict or kind is list:
                     self.node(value, (*path, key), f"{pointer}/{escape_token(key)}", inner)
                 elif inner and value is not None and not is_reference(value):
-                    lines.append(f"+ {pointer}/{escape_token(key)}: {MASK}")
-                else:  # a leaf, without a call of node(): most of a spec's nodes are leaves
-                    lines.append(_leaf_line(pointer, key, value, leaves))
+                    lines.append(f"{memo.indent}+ {pointer}/{escape_token(key)}: {MASK}")
+                # A leaf, without a call: most of a spec's nodes are leaves, and most of their
+                # lines are remembered (see _leaf_line).
+                elif kind is str or kind is int or kind is bool or (kind is float and value):
+                    line = leaves.get((pointer, key, kind, value))
+                    lines.append(line or _leaf_line(memo.indent, pointer, key, value, leaves))
+                else:
+                    lines.append(_leaf_line(memo.indent, pointer, key, value, leaves))
             seen = memo.seen.setdefault((pointer, secret, id(self.paths)), {})
             if id(node) in seen:
                 memo.subtrees[key_of] = lines[start:]
@@ -204,9 +210,9 @@ class _SpecWalk:
             for index, value in enumerate(node):
                 self.node(value, child_path, f"{pointer}/{index}", inner)
         elif secret and node is not None and not is_reference(node):
-            lines.append(f"+ {pointer}: {MASK}")
+            lines.append(f"{memo.indent}+ {pointer}: {MASK}")
         else:
-            lines.append(_leaf_line(pointer, None, node, memo.leaves))
+            lines.append(_leaf_line(memo.indent, pointer, None, node, memo.leaves))
 
 
 def describe_change(change: FieldChange) -> str:
@@ -227,7 +233,9 @@ _SEEN_PER_PLACE = 64
 _NO_KEYS: frozenset[str] = frozenset()
 
 
-def _leaf_line(pointer: str, key: str | None, value: Any, known: dict[tuple[Any, ...], str]) -> str:
+def _leaf_line(
+    indent: str, pointer: str, key: str | None, value: Any, known: dict[tuple[Any, ...], str]
+) -> str:
     """The line of a leaf: an object's member `key` at `pointer`, or (key None) the item at
     `pointer` itself. Remembered by place, type and value, so a remembered line costs neither
     the leaf's pointer nor its value's text."""
@@ -238,7 +246,7 @@ def _leaf_line(pointer: str, key: str | None, value: Any, known: dict[tuple[Any,
     line = known.get(memo_key) if memo_key is not None else None
     if line is None:
         where = pointer if key is None else f"{pointer}/{escape_token(key)}"
-        line = f"+ {where}: {_compact(value)}"
+        line = f"{indent}+ {where}: {_compact(value)}"
         # Bounded: the leaves that recur are met in the first sessions already; the many
         # that each session alone holds (its RoomId) must not fill the memory.
         if memo_key is not None and len(known) < _LEAF_LINES_KEPT:
