@@ -182,23 +182,38 @@ class ReferenceScanner:
         if cached is not None:
             return cached
         found: set[str] = set()
-        malformed = False
-        for child in node.values() if type(node) is dict else node:
-            kind = type(child)
-            if kind is str:
-                if "$" not in child:
-                    continue
-                references, bad = self._strings.get(child) or self._string(child)
-            elif kind is dict or kind is list:
-                references, bad = self._memo.get(id(child)) or self.scan(child)
-            else:
-                continue  # a number, a boolean or null holds no reference
-            found.update(references)
-            malformed = malformed or bad
+        malformed = self._scan_into(node, found)
         result = (frozenset(found) if found else _NOTHING, malformed)
         if id(node) in self._shared:
             self._memo[id(node)] = result
         return result
+
+    def _scan_into(self, node: dict[str, Any] | list[Any], found: set[str]) -> bool:
+        """Add the references below `node` to `found`; whether one is malformed. A loop over a
+        session's own nodes (no result made per node); a shared subtree is scanned (and
+        remembered) whole."""
+        malformed = False
+        stack: list[Any] = [node]
+        shared = self._shared
+        while stack:
+            current = stack.pop()
+            for child in current.values() if type(current) is dict else current:
+                kind = type(child)
+                if kind is str:
+                    if "$" not in child:
+                        continue
+                    references, bad = self._strings.get(child) or self._string(child)
+                elif kind is dict or kind is list:
+                    if id(child) not in shared:
+                        stack.append(child)
+                        continue
+                    references, bad = self.scan(child)
+                else:
+                    continue  # a number, a boolean or null holds no reference
+                if references:
+                    found.update(references)
+                malformed = malformed or bad
+        return malformed
 
     def share(self, tree: Any) -> None:
         """Remember the scan of every object and list in `tree`: it is shared by many specs."""
