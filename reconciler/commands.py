@@ -24,7 +24,7 @@ from reconciler.core.model import (
 )
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Guards, Plan, make_plan
-from reconciler.core.render import plan_document, render_json, text_chunks
+from reconciler.core.render import plan_document, render_json
 from reconciler.core.selection import Selection, selection_of
 from reconciler.core.settled import SettledFile, records_agree, usable
 from reconciler.errors import (
@@ -197,7 +197,9 @@ def _write_plan(
 
         sys.stdout.write(render_markdown(result, sensitive, artifact=out))
     else:
-        sys.stdout.writelines(text_chunks(result, sensitive))
+        from reconciler.text_output import write_text_plan
+
+        write_text_plan(result, sensitive, sys.stdout)
 
 
 async def _refreshed(

@@ -80,15 +80,32 @@ def render_text(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> str:
 def text_chunks(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> Iterator[str]:
     """The text plan, one action at a time: a plan of 10,000 creates is ~25 MB of text, which
     the caller writes as it comes instead of holding it whole (twice, while it is joined)."""
-    changes = plan.changes
-    memo = SpecLinesMemo(indent="      ")
-    if changes:
+    yield from text_head(plan)
+    yield from action_chunks(plan.changes, sensitive)
+    yield text_tail(plan)
+
+
+def text_head(plan: Plan) -> Iterator[str]:
+    """What comes before the changes (nothing when there is none)."""
+    if plan.changes:
         yield "reconciler will perform these actions:\n\n"
-        for action in changes:
-            lines = _action_lines(action)
-            lines += spec_lines(action, sensitive, memo)
-            lines.append("")
-            yield "\n".join(lines) + "\n"
+
+
+def action_chunks(
+    actions: Sequence[Action], sensitive: Mapping[str, SensitivePaths]
+) -> Iterator[str]:
+    """The text of each change (`actions`: plan.changes, or a run of them: the runs' texts
+    joined in order are the whole's)."""
+    memo = SpecLinesMemo(indent="      ")
+    for action in actions:
+        lines = _action_lines(action)
+        lines += spec_lines(action, sensitive, memo)
+        lines.append("")
+        yield "\n".join(lines) + "\n"
+
+
+def text_tail(plan: Plan) -> str:
+    """What comes after the changes: the kept sessions, notes, refusals and the summary."""
     tail: list[str] = []
     for action in plan.kept:
         tail.extend(_action_lines(action))
@@ -99,7 +116,7 @@ def text_chunks(plan: Plan, sensitive: Mapping[str, SensitivePaths]) -> Iterator
         tail.append("Refused: this plan must not be applied:")
         tail.extend(f"  - {violation}" for violation in plan.violations)
     tail.append(summary_line(plan))
-    yield "\n".join(tail) + "\n"
+    return "\n".join(tail) + "\n"
 
 
 def _action_lines(action: Action) -> list[str]:
