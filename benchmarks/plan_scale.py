@@ -609,6 +609,16 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     nothing.mkdir()
     fixed_argv = [*plan[:-1], str(nothing)]
     fixed, fixed_all, _, fixed_rss = best_of(args.runs, fixed_argv, base_env(empty_state), work)
+    # The machine-readable forms of the cold plan (no target of their own): JSON on stdout, and
+    # a saved plan (signed, written to a file; it binds to the empty state).
+    json_argv = [*plan[:-1], "--format", "json", str(manifests)]
+    saved_argv = [*plan[:-1], "--out", str(work / "saved-plan.json"), str(manifests)]
+    as_json, json_all, json_code, json_rss = best_of(
+        args.runs, json_argv, base_env(empty_state), work
+    )
+    saved, saved_all, saved_code, saved_rss = best_of(
+        args.runs, saved_argv, base_env(empty_state), work
+    )
 
     def runs(walls: list[float]) -> str:
         return ", ".join(f"{w:.2f}" for w in walls)
@@ -648,6 +658,14 @@ def _run(args: argparse.Namespace, work: Path) -> int:
         f"{'plan of an empty dir':<22}{fixed:>8.3f}{fixed / floor:>9.2f}{fixed_rss / 1024:>8.0f} MB"
         f"   {runs(fixed_all)}   (the fixed cost: start-up, imports, schemas, state)"
     )
+    for label, best, walls, rss in (
+        ("cold, --format json", as_json, json_all, json_rss),
+        ("cold, saved (--out)", saved, saved_all, saved_rss),
+    ):
+        print(
+            f"{label:<22}{best:>8.3f}{best / floor:>9.2f}{rss / 1024:>8.0f} MB   {runs(walls)}"
+            "   (no target: the cold plan's other outputs)"
+        )
     print(
         "per-session cost above the fixed cost: "
         f"cold {(cold - fixed) / args.sessions * 1e6:.0f} us,"
@@ -662,10 +680,11 @@ def _run(args: argparse.Namespace, work: Path) -> int:
     )
     # --detailed-exitcode: 2 means changes (cold must be 2), 0 none (no-change must be 0).
     sane = cold_code == 2 and same_code == 0 and read_code == 0 and one_code == 0
-    sane = sane and forgotten > 0
+    sane = sane and forgotten > 0 and json_code == 2 and saved_code == 2
     print(
         f"sanity: cold plan exit {cold_code} (2 expected), no-change plan exit {same_code}, "
-        f"files read {read_code}, one file re-read {one_code} (0 expected), {forgotten} settled"
+        f"files read {read_code}, one file re-read {one_code} (0 expected), json {json_code} and"
+        f" saved {saved_code} (2 expected), {forgotten} settled"
         f" files forgotten for 'files read' (> 0 expected; one file re-read: {touched.name}): "
         f"{'ok' if sane else 'UNEXPECTED, the figures above are suspect'}"
     )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from reconciler import exit_codes
 from reconciler.collector import collection_paused
-from reconciler.core.json_text import indented_json, indented_json_bytes
+from reconciler.core.json_text import indented_json_bytes
 from reconciler.core.model import (
     DesiredSession,
     JournalEntry,
@@ -24,7 +24,7 @@ from reconciler.core.model import (
 )
 from reconciler.core.normalize import SensitivePaths
 from reconciler.core.plan import Guards, Plan, make_plan
-from reconciler.core.render import plan_document, render_json
+from reconciler.core.render import plan_document
 from reconciler.core.selection import Selection, selection_of
 from reconciler.core.settled import SettledFile, records_agree, usable
 from reconciler.errors import (
@@ -77,7 +77,18 @@ def validate(paths: list[str], output_format: str = "text") -> int:
 
 
 def _print_json(document: object) -> None:
-    sys.stdout.write(indented_json(document) + "\n")
+    """The document as indented JSON on stdout: its UTF-8 bytes written as they are where
+    stdout has a byte buffer (a JSON plan of 10,000 creates is 34 MB, and its decoded text and
+    that text encoded again were two more copies at the peak)."""
+    data = indented_json_bytes(document)
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(data.decode("utf-8") + "\n")
+        return
+    sys.stdout.flush()
+    buffer.write(data)
+    buffer.write(b"\n")
+    buffer.flush()
 
 
 def guards_from(args: argparse.Namespace, settings: Settings) -> Guards:
@@ -191,7 +202,7 @@ def _write_plan(
     result: Plan, sensitive: Mapping[str, SensitivePaths], output_format: str, out: str | None
 ) -> None:
     if output_format == "json":
-        sys.stdout.write(render_json(result, sensitive))
+        _print_json(plan_document(result, sensitive))
     elif output_format == "markdown":
         from reconciler.core.render_markdown import render_markdown
 
@@ -374,7 +385,7 @@ def _state(args: argparse.Namespace, store: StateStore) -> int:
         records, pending = store.list_records(), store.pending_intents()
         if args.format == "json":
             listing = listing_documents(records, pending)
-            sys.stdout.write(indented_json(listing) + "\n")
+            _print_json(listing)
         else:
             sys.stdout.write(render_listing(records, pending))
         return exit_codes.OK
@@ -383,7 +394,7 @@ def _state(args: argparse.Namespace, store: StateStore) -> int:
         if record is None and all(entry.name != args.name for entry in pending):
             raise StateError(f'no session named "{args.name}" is recorded')
         document = session_document(args.name, record, pending)
-        sys.stdout.write(indented_json(document) + "\n")
+        _print_json(document)
         return exit_codes.OK
     if args.state_command == "mv":
         with store.lock(f"state mv {args.old} {args.new}"):
