@@ -11,27 +11,17 @@ providers.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from apply_helpers import (
     Workspace,
     aliyun_session,
-    emulator_server,
     live_instances,
     running,
     session,
 )
 
 from reconciler.emulator.faults import Faults
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
 
 
 def converge(ws: Workspace, sessions: list[dict[str, Any]]) -> None:

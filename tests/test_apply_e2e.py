@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from random import Random
 from typing import Any
 
@@ -23,7 +21,6 @@ from apply_helpers import (
     SK,
     Workspace,
     assert_cloud_matches,
-    emulator_server,
     identity,
     resolve,
     running,
@@ -42,12 +39,6 @@ from reconciler.providers.volcengine.sessions import VolcengineSessions
 from reconciler.retrying import RetryPolicy
 from reconciler.state.sqlite import SqliteStateStore
 from reconciler.workspace import schema_set
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
 
 
 def calls(ws: Workspace) -> dict[str, Any]:

@@ -34,12 +34,6 @@ from reconciler.emulator.volcengine import Faults
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
-
-
-@pytest.fixture
 def started() -> Iterator[list[WatchProcess]]:
     """Every daemon a test starts, stopped (by its pid) when the test ends."""
     daemons: list[WatchProcess] = []

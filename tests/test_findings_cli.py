@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,6 @@ from apply_helpers import (
 
 from reconciler.emulator.volcengine import Faults
 from reconciler.settings import Settings
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
 
 
 def no_traceback(stderr: str) -> None:

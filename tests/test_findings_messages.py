@@ -13,18 +13,11 @@ Real parts only: `python -m reconciler` subprocesses, the emulator on 127.0.0.1,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from apply_helpers import Workspace, emulator_server, session
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
+from apply_helpers import Workspace, session
 
 
 def write(path: Path, text: str) -> Path:

@@ -15,18 +15,15 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from apply_helpers import (
     REPO,
     SECRET_ENV,
     SECRET_VALUES,
     Workspace,
     _child_environ,
-    emulator_server,
     identity,
     resolve,
     running,
@@ -46,12 +43,6 @@ MATCHER = REPO / "examples" / "ci" / "reconciler-problem-matcher.json"
 NOTICE = {"id": "notice-1", "message": "We close in ten minutes."}
 
 RULES = provider_rules()
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
 
 
 def broken_manifests(root: Path) -> Path:

@@ -7,22 +7,14 @@ HTTP server on 127.0.0.1 and the state a SQLite file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from apply_helpers import APP, Workspace, emulator_server
+from apply_helpers import APP, Workspace
 from apply_helpers import session as full_session
 
 from reconciler.core.plan_signature import has_valid_mac, plan_mac, signed
 from reconciler.state.sqlite import SqliteStateStore
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as emulator:
-        yield Workspace(tmp_path, emulator)
 
 
 def session(name: str, **options: Any) -> dict[str, Any]:

@@ -7,20 +7,13 @@ Real parts only: `python -m reconciler` subprocesses, the emulator on 127.0.0.1,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from apply_helpers import SECRET_ENV, Workspace, emulator_server, session
+from apply_helpers import SECRET_ENV, Workspace, session
 
 LLM = "/spec/Config/LLMConfig/APIKey"
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
 
 
 def total_calls(ws: Workspace) -> int:

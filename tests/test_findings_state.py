@@ -22,7 +22,6 @@ from apply_helpers import (
     SECRET_ENV,
     SECRET_VALUES,
     Workspace,
-    emulator_server,
     run_cli,
     session,
     write_manifest,
@@ -36,12 +35,6 @@ from reconciler.errors import StateError
 from reconciler.state.base import StateStore
 from reconciler.state.postgres import PostgresStateStore
 from reconciler.state.sqlite import SqliteStateStore
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
 
 
 def tree(root: Path) -> list[str]:

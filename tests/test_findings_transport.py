@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from apply_helpers import AK, SK, Workspace, emulator_server, running, session
+from apply_helpers import AK, SK, Workspace, running, session
 
 from reconciler.core.model import JournalEntry
 from reconciler.emulator.volcengine import Faults
@@ -27,12 +25,6 @@ from reconciler.state.sqlite import SqliteStateStore
 # Small and quick: three attempts, a few milliseconds of backoff in all.
 QUICK_RETRIES = {"max_attempts": "3", "max_retry_seconds": "0.05"}
 UNRESOLVABLE = "http://nonexistent.invalid"
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
 
 
 def closed_port_url() -> str:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.apply_helpers import REPO, Workspace, emulator_server, write_manifest
+from tests.apply_helpers import REPO, Workspace, write_manifest
 from tests.apply_helpers import session as literal_session
 
 
@@ -25,12 +22,6 @@ def session(name: str) -> dict[str, Any]:
     entry = literal_session(name)
     del entry["spec"]["Config"]["SubtitleConfig"]  # it holds a literal signature
     return entry
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
 
 
 # -- item 8: reconciler.toml and saved plans beside the manifests ---------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from apply_helpers import (
     SECRET_VALUES,
     Workspace,
     aliyun_session,
-    emulator_server,
     session,
 )
 from llm_endpoints import BEHAVIOURS, LlmEndpoints
@@ -36,12 +34,6 @@ TIMEOUT = "3"  # long enough for a good local endpoint on a busy machine; the sl
 def endpoints() -> Iterator[LlmEndpoints]:
     with LlmEndpoints() as served:
         yield served
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
 
 
 def llm_session(name: str, url: str, **llm: Any) -> dict[str, Any]:

@@ -8,20 +8,11 @@ state. `plan` refuses before it calls anything, so no session is started.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-from apply_helpers import Workspace, aliyun_session, emulator_server, session
+from apply_helpers import Workspace, aliyun_session, session
 
 from reconciler.providers.registry import PROVIDERS
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as server:
-        yield Workspace(tmp_path, server)
 
 
 def spoken(length: int) -> list[dict[str, Any]]:

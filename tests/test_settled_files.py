@@ -24,7 +24,6 @@ from apply_helpers import (
     Result,
     Workspace,
     aliyun_session,
-    emulator_server,
     session,
 )
 
@@ -44,12 +43,6 @@ from reconciler.core.settled import (
 from reconciler.emulator.volcengine import Faults
 from reconciler.state.sqlite import SqliteStateStore
 from reconciler.workspace import code_digest, load_manifests
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Iterator[Workspace]:
-    with emulator_server() as emulator:
-        yield Workspace(tmp_path, emulator)
 
 
 def declare_three(ws: Workspace) -> None:
