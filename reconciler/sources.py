@@ -119,16 +119,6 @@ def is_ignored(rules: tuple[IgnoreRule, ...], relative: str, *, is_dir: bool) ->
     return verdict
 
 
-def read_documents(paths: list[str]) -> tuple[list[Document], list[Problem]]:
-    """Every readable document under the paths, and a problem for each one that is not (the
-    caller still validates the others, so every problem is reported at once).
-
-    A saved plan (`plan --out`) found in a directory is not a manifest and is skipped; one
-    named explicitly is a mistake worth a clear message."""
-    read = read_manifests(paths, digests=False)
-    return read.documents, read.problems
-
-
 @dataclass(slots=True)
 class ReadManifests:
     """What reading the paths found: the parsed documents, the problems, every manifest file's
@@ -146,8 +136,13 @@ def read_manifests(
     digests: bool = True,
     reusable: Mapping[str, SettledFile] | None = None,
 ) -> ReadManifests:
-    """read_documents, and the digest of each file's bytes; a file found in `reusable` with
-    the same digest is not parsed: its SettledFile is returned instead (see settled.py)."""
+    """Every readable document under the paths, and a problem for each one that is not (the
+    caller still validates the others, so every problem is reported at once); with `digests`,
+    the digest of each file's bytes. A file found in `reusable` with the same digest is not
+    parsed: its SettledFile is returned instead (see settled.py).
+
+    A saved plan (`plan --out`) found in a directory is not a manifest and is skipped; one
+    named explicitly is a mistake worth a clear message."""
     files, problems = discover(paths)
     explicit = explicit_files(paths)
     read = ReadManifests(problems=problems)

@@ -46,7 +46,9 @@ def write_text_plan(
     stream.writelines(text_head(plan))
     changes = plan.changes
     creates = sum(1 for action in changes if action.kind is ActionKind.CREATE)
-    shared = _written_in_two(changes, sensitive, stream) if creates >= parallel_from else None
+    shared = (
+        _written_in_two(changes, creates, sensitive, stream) if creates >= parallel_from else None
+    )
     if shared is None:
         stream.writelines(action_chunks(changes, sensitive))
     stream.write(text_tail(plan))
@@ -60,14 +62,17 @@ def _may_fork() -> bool:
 
 
 def _written_in_two(
-    changes: Sequence[Action], sensitive: Mapping[str, SensitivePaths], stream: IO[str]
+    changes: Sequence[Action],
+    creates: int,
+    sensitive: Mapping[str, SensitivePaths],
+    stream: IO[str],
 ) -> bool | None:
     """Write every change's text, the second run of them rendered by a child: whether the
     child's text was used (False: it failed, and the run was rendered here), or None, with
     nothing written, when no child could be started."""
     if not _may_fork():
         return None
-    middle = _middle(changes)
+    middle = _middle(changes, creates // 2)
     first, second = changes[:middle], changes[middle:]
     with contextlib.ExitStack() as closing:
         try:
@@ -101,9 +106,8 @@ def _written_in_two(
     return True
 
 
-def _middle(changes: Sequence[Action]) -> int:
-    """The index before which half of the creates are (they are what costs)."""
-    half = sum(1 for action in changes if action.kind is ActionKind.CREATE) // 2
+def _middle(changes: Sequence[Action], half: int) -> int:
+    """The index before which `half` of the creates are (they are what costs)."""
     seen = 0
     for index, action in enumerate(changes):
         if seen >= half:

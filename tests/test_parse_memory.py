@@ -7,6 +7,7 @@ theirs, so the depth walk makes equal strings one object. Nothing else may chang
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -27,31 +28,31 @@ def _strings_are_shared(value: object) -> None:
         assert other["name"] != first["name"]
 
 
-def test_equal_strings_of_a_json_file_are_one_object() -> None:
-    data = json.dumps({"sessions": SESSIONS}).encode()
-    document = parse_document("a.json", data)
-    assert document.data == {"sessions": SESSIONS}
-    _strings_are_shared(document.data)
+def _json() -> str:
+    return json.dumps({"sessions": SESSIONS})
 
 
-def test_equal_strings_of_a_toml_file_are_one_object() -> None:
-    text = "".join(
+def _toml() -> str:
+    return "".join(
         f'[[sessions]]\nname = "s{i}"\n[sessions.spec]\n'
         'Url = "https://llm.example.com/v1"\nWords = ["stop", "wait"]\n'
         for i in range(3)
     )
-    document = parse_document("a.toml", text.encode())
-    assert document.data == {"sessions": SESSIONS}
-    _strings_are_shared(document.data)
 
 
-def test_equal_strings_of_a_yaml_file_are_one_object() -> None:
-    text = "sessions:\n" + "".join(
+def _yaml() -> str:
+    return "sessions:\n" + "".join(
         f"  - name: s{i}\n    spec:\n      Url: https://llm.example.com/v1\n"
         "      Words: [stop, wait]\n"
         for i in range(3)
     )
-    document = parse_document("a.yaml", text.encode())
+
+
+@pytest.mark.parametrize(
+    ("path", "text"), [("a.json", _json), ("a.toml", _toml), ("a.yaml", _yaml)]
+)
+def test_equal_strings_of_a_file_are_one_object(path: str, text: Callable[[], str]) -> None:
+    document = parse_document(path, text().encode())
     assert document.data == {"sessions": SESSIONS}
     _strings_are_shared(document.data)
 

@@ -92,7 +92,8 @@ def is_marker(value: object) -> bool:
     return isinstance(value, str) and value.startswith(_MARKER_PREFIX) and value.endswith(">")
 
 
-def _keyed_hash(key: bytes, value: str) -> str:
+def keyed_hash(key: bytes, value: str) -> str:
+    """A secret value as the state may keep it: HMAC-SHA256 under the state's key, shortened."""
     return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:24]
 
 
@@ -107,7 +108,7 @@ class Redactor:
     def __init__(self, paths: SensitivePaths, key: bytes, secrets: Mapping[str, str]) -> None:
         self.paths = paths
         self.key = key
-        self.digests = {reference: _keyed_hash(key, value) for reference, value in secrets.items()}
+        self.digests = {reference: keyed_hash(key, value) for reference, value in secrets.items()}
         self._markers: dict[str, str] = {}
         self._memo: dict[tuple[int, tuple[str, ...], bool], Any] = {}
         self._trie = _trie_of(paths)
@@ -127,7 +128,7 @@ class Redactor:
     def _new_marker(self, value: str) -> str:
         if is_reference(value):
             return f"{_MARKER_PREFIX}{value} hmac:{self.digests.get(value, UNRESOLVED)}>"
-        return f"{_MARKER_PREFIX}hmac:{_keyed_hash(self.key, value)}>"
+        return f"{_MARKER_PREFIX}hmac:{keyed_hash(self.key, value)}>"
 
     def redact(self, spec: Any) -> Any:
         """The spec with every sensitive leaf replaced by its marker (see module docstring)."""

@@ -18,13 +18,13 @@ rotated or unset, another build of reconciler, any record written since, a selec
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core.model import DesiredSession, RecordHead
+from reconciler.core.normalize import keyed_hash
 
 # The token of a reference that does not resolve where the plan runs. An apply writes no
 # such file (it resolves every reference first), so a plan without the secret reads the file.
@@ -69,17 +69,14 @@ def context_digest(
 ) -> str:
     """What a file's verdict depends on besides its bytes and the records: the build of the
     code and schemas (`code`), and each secret reference's value, as a keyed hash (the state's
-    key, as the records' markers are made), so no value can be read back from the state."""
+    key, as the records' markers are made: `normalize.keyed_hash`), so no value can be read
+    back from the state."""
     tokens = [code]
     for reference in sorted(references):
         value = secrets.get(reference)
-        keyed = _UNRESOLVED if value is None else _keyed(key, value)
+        keyed = _UNRESOLVED if value is None else keyed_hash(key, value)
         tokens.append(f"{reference}={keyed}")
     return hashlib.sha256(json.dumps(tokens).encode()).hexdigest()
-
-
-def _keyed(key: bytes, value: str) -> str:
-    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 
 
 def settled_files(
