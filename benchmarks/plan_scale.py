@@ -26,6 +26,7 @@ What it does (all in a temporary directory, removed at the end unless --keep):
                    that file is read, the others are not
         floor      `python -c` that only walks the directory and parses each file (json.loads)
         fixed      the same plan command on an empty directory (start-up, imports, schemas)
+        json, out  the cold plan as `--format json` and as a saved plan (`--out`): no target
      and prints each ratio to the floor (target: at most 3x) and the plan's peak RSS. Each child
      is started by a bare `python -S` launcher that times it and reads its own ru_maxrss from
      os.wait4 (see _LAUNCHER for why not getrusage(RUSAGE_CHILDREN) of this script).
